@@ -1,0 +1,114 @@
+"""The CLI as an operator uses it: dry-run/check/rules output, exit codes, clear errors without
+tracebacks, secrets never printed, and a dry run that never imports torch or vllm."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+KEY = "cli-test-key-123"
+
+
+def run(*args, env=None, input=None):
+    full = {k: v for k, v in os.environ.items() if not k.startswith(("VSL_", "VLLM_"))}
+    full["VLLM_API_KEY"] = KEY
+    full.update(env or {})
+    return subprocess.run([sys.executable, "-m", "vllm_secure_launch.cli.main", *args],
+                          capture_output=True, text=True, env=full, input=input, timeout=60)
+
+
+def test_dry_run_json_schema():
+    r = run("--dry-run", "--format", "json", "serve", "my-model", "--api-key", KEY)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    for key in ("schema_version", "decision", "argv", "env", "env_removed", "findings",
+                "expected_listeners", "api"):
+        assert key in doc
+    assert doc["decision"] == "start" and doc["schema_version"] == 1
+    assert isinstance(doc["argv"], list) and "my-model" in doc["argv"]
+    assert doc["env"]["VLLM_API_KEY"] == "<redacted>"
+    assert KEY not in r.stdout and KEY not in r.stderr
+    f = doc["findings"][0]
+    assert set(f) >= {"id", "severity", "subject", "message", "remedy"}
+
+
+def test_dry_run_refused_exit_78_and_text():
+    r = run("--dry-run", "serve", "m", "--host", "0.0.0.0", env={"VLLM_API_KEY": KEY})
+    assert r.returncode == 78
+    assert "VSL101" in r.stdout and "decision: refuse" in r.stdout
+    assert KEY not in r.stdout + r.stderr
+
+
+def test_env_alone_drives_the_entrypoint():
+    """A container entrypoint ["vllm-secure-launch", "serve"] works with env alone."""
+    r = run("serve", "m", env={"VSL_DRY_RUN": "1", "VSL_FORMAT": "json",
+                               "VSL_INTERNAL_IFACE": "lo"})
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["internal"]["iface"] == "lo"
+
+
+def test_check_and_sarif():
+    r = run("check", "m", "--trust-remote-code")
+    assert r.returncode == 78 and "VSL220" in r.stdout
+    r = run("--format", "sarif", "check", "m")
+    assert r.returncode == 0
+    assert json.loads(r.stdout)["version"] == "2.1.0"
+
+
+def test_rules_lists_every_rule():
+    r = run("rules", "--format", "json")
+    assert r.returncode == 0
+    ids = [x["id"] for x in json.loads(r.stdout)]
+    assert "VSL101" in ids and "VSL401" in ids and all(x.startswith("VSL") for x in ids)
+
+
+@pytest.mark.parametrize("args,code,needle", [
+    (("--dry-run", "serve", "m", "--conf", "x.yaml"), 2, "ambiguous"),
+    (("--dry-run", "serve", "m", "--config=x.yaml"), 2, "--config"),
+    (("--dry-run", "serve", "m", "--port"), 2, "--port"),
+    (("--policy", "/nonexistent.toml", "--dry-run", "serve", "m"), 2, "does not exist"),
+    (("--audit", "loud", "serve", "m"), 2, "audit"),
+    (("--dry-run", "--report", "/nonexistent/dir/r.json", "serve", "m"), 2, "report"),
+])
+def test_errors_are_one_paragraph_no_traceback(args, code, needle):
+    r = run(*args)
+    assert r.returncode == code, (r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr
+    assert needle in r.stderr
+    assert r.stderr.startswith("vllm-secure-launch: error:")
+
+
+def test_bad_policy_env_value():
+    r = run("--dry-run", "serve", "m", env={"VSL_READY_TIMEOUT": "soon"})
+    assert r.returncode == 2 and "VSL_READY_TIMEOUT" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_report_file(tmp_path):
+    out = tmp_path / "plan.json"
+    r = run("--dry-run", "--report", str(out), "serve", "m")
+    assert r.returncode == 0
+    assert json.loads(out.read_text())["decision"] == "start"
+
+
+def test_help_everywhere():
+    for args in (("--help",), ("serve", "--help"), ("check", "--help"), ("rules", "--help"),
+                 ("probe", "--help"), ("preflight", "--help")):
+        r = run(*args)
+        assert r.returncode == 0 and "Usage" in r.stdout, args
+
+
+def test_dry_run_never_imports_torch_or_vllm():
+    code = (
+        "import sys\n"
+        "from vllm_secure_launch.cli import main\n"
+        "sys.argv=['vllm-secure-launch','--dry-run','serve','m','-tp','2','--config-format','auto']\n"
+        "try:\n    main.main()\nexcept SystemExit:\n    pass\n"
+        "bad=[m for m in sys.modules if m.split('.')[0] in ('torch','vllm','pynvml','torch_npu','mindspore','transformers')]\n"
+        "sys.stderr.write('HEAVY=' + ','.join(bad))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "HEAVY=" in r.stderr and r.stderr.rsplit("HEAVY=", 1)[1].strip() == "", r.stderr

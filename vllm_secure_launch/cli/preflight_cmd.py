@@ -1,0 +1,122 @@
+"""`vllm-secure-launch preflight [vllm args...]`: the accelerator report alone (issue 6).
+
+Exit 0 when nothing blocks, 69 on a blocking finding, 2 on a usage error. --accelerator and
+--format may be given here (before the vLLM arguments) or as launcher options before
+`preflight`; both also read VSL_ACCELERATOR / VSL_FORMAT and the policy file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+from typing import Any, Mapping, Sequence
+
+import click
+
+from .. import __version__
+from ..exitcodes import ExitCode
+from ..findings import render_sarif, render_text
+from ..serve_args import ServeArgs
+
+_PASS = {"ignore_unknown_options": True, "allow_interspersed_args": False}
+GIB = 1024**3
+
+
+@click.command("preflight", context_settings=_PASS)
+@click.option("--accelerator", type=click.Choice(["auto", "cuda", "ascend", "cpu"]),
+              default=None, help="Platform to check [VSL_ACCELERATOR; auto].")
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "sarif"]), default=None,
+              help="Report format [VSL_FORMAT; text].")
+@click.argument("vllm_args", nargs=-1, type=click.UNPROCESSED)
+@click.pass_context
+def command(ctx: click.Context, accelerator: str | None, fmt: str | None,
+            vllm_args: tuple[str, ...]) -> int:
+    """Check the accelerator for `vllm serve VLLM_ARGS...` and print the report: devices,
+    memory, health, driver and engine. Exit 0 (would start), 69 (blocking finding)."""
+    from .. import preflight
+
+    environ = dict(os.environ)
+    chosen_acc, chosen_fmt = _settings(ctx.obj, environ, accelerator, fmt)
+    args = _parse(vllm_args)
+    report = preflight.run_for_serve(args, environ, chosen_acc)
+    if chosen_fmt == "json":
+        click.echo(json.dumps({"schema_version": 1, "tool": {"name": "vllm-secure-launch",
+                                                             "version": __version__},
+                               **report.to_dict()}, indent=2))
+    elif chosen_fmt == "sarif":
+        docs = {r.id: (r.title, r.remedy) for r in preflight.RULES}
+        click.echo(json.dumps(render_sarif(report.findings, docs, __version__), indent=2))
+    else:
+        click.echo(render_report_text(report))
+    return ExitCode.PREFLIGHT_FAILED if report.blocked else ExitCode.OK
+
+
+def _settings(obj: Any, environ: Mapping[str, str], accelerator: str | None,
+              fmt: str | None) -> tuple[str | None, str]:
+    """Subcommand option > launcher option / VSL_* / policy file (the lead's resolver)."""
+    policy = obj.policy(environ) if hasattr(obj, "policy") else None
+    if accelerator is None and policy is not None:
+        accelerator = getattr(policy, "accelerator", None)
+    if fmt is None:
+        fmt = getattr(policy, "format", None) if policy is not None else None
+        fmt = fmt or environ.get("VSL_FORMAT") or "text"
+        if fmt not in ("text", "json", "sarif"):
+            fmt = "text"
+    # accelerator None: PreflightRequest reads VSL_ACCELERATOR, then `auto`.
+    return accelerator, fmt
+
+
+def _parse(vllm_args: Sequence[str]) -> ServeArgs:
+    from .. import vllm_flags  # the vLLM 0.32 flag table; raises UsageError on bad argv
+
+    return vllm_flags.parse(list(vllm_args))
+
+
+# ---------------------------------------------------------------------------------------------
+# Text view
+
+
+def render_report_text(report: Any) -> str:
+    req = report.request
+    lines = [f"platform: {report.platform} ({report.selection})"]
+    engine = f"{report.engine} {report.engine_version}" if report.engine else "none"
+    lines.append(f"engine: {engine}")
+    if report.vllm_command:
+        lines.append("engine command: " + shlex.join(report.vllm_command))
+    if report.unsupported_flags:
+        lines.append("flags the engine lacks: " + " ".join(report.unsupported_flags))
+    if req is not None:
+        lines.append(f"needs: {req.local_devices} device(s) ({req.devices_basis}); memory "
+                     f"fraction {req.memory_fraction:g} ({req.memory_fraction_source}); "
+                     f"dtype {req.dtype}")
+    lines.append("devices:" if report.devices else "devices: none checked")
+    for dev in report.devices:
+        lines.append(f"  {dev.id}  {dev.name}")
+        lines += [f"      {k}: {_show(k, v)}" for k, v in dev.facts.items() if v is not None]
+    if report.env_updates:
+        lines.append("environment for vLLM:")
+        lines += [f"  {k}={v}" for k, v in sorted(report.env_updates.items())]
+    lines.append("findings:")
+    lines += ["  " + ln for ln in render_text(report.findings).splitlines()]
+    lines.append("result: " + ("BLOCKED (exit 69)" if report.blocked else "ok"))
+    return "\n".join(lines)
+
+
+def _show(key: str, value: Any) -> str:
+    if key.endswith("_bytes") and isinstance(value, int):
+        return f"{value / GIB:.2f} GiB"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(str(v) for v in value) or "-"
+    return str(value)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run `preflight` on its own (python -m vllm_secure_launch.cli.preflight_cmd)."""
+    from .launch_cmds import run_cli
+
+    run_cli(command, argv)  # type: ignore[arg-type]
+
+
+if __name__ == "__main__":
+    main()

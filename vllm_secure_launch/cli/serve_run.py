@@ -1,0 +1,87 @@
+"""`serve` without --dry-run: refuse (78), preflight (69), hook self-test (78), then supervise.
+
+Order matters: nothing is started unless every earlier step passed, so a refused start never
+leaves a half-started vLLM behind.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Mapping, Sequence
+
+import click
+
+from ..exitcodes import ExitCode
+from ..findings import Finding, apply_waivers, blocking, format_finding_text
+from ..plan import Plan
+from ..policy import Policy
+
+
+def _say(plan: Plan, text: str) -> None:
+    click.echo(f"vllm-secure-launch: {text}", err=True)
+
+
+def _show(findings: Sequence[Finding]) -> None:
+    for f in findings:
+        for i, line in enumerate(format_finding_text(f).splitlines()):
+            click.echo(("vllm-secure-launch: " if i == 0 else "    ") + line.strip(), err=True)
+
+
+def run_serve(plan: Plan, policy: Policy, environ: Mapping[str, str],
+              vllm_args: Sequence[str]) -> int:
+    from .launch_cmds import plan_document, write_report
+
+    if plan.refused:
+        _show([f for f in plan.findings if f.blocking])
+        _say(plan, "refused by policy; nothing was started (exit 78). "
+                   "`vllm-secure-launch --dry-run serve ...` shows the whole plan")
+        if policy.report:
+            write_report(policy.report, plan_document(plan))
+        return ExitCode.REFUSED
+    _show([f for f in plan.findings if f.severity.label != "info" or f.waived])
+
+    plan, pre_findings = _preflight(plan, policy, environ, vllm_args)
+    if blocking(pre_findings):
+        _show(blocking(pre_findings))
+        _say(plan, "accelerator preflight failed; nothing was started (exit 69)")
+        return ExitCode.PREFLIGHT_FAILED
+
+    guard_findings = _guard(plan, policy)
+    if blocking(guard_findings):
+        _show(blocking(guard_findings))
+        _say(plan, "the TCPStore guard self-test failed; nothing was started (exit 78)")
+        return ExitCode.REFUSED
+    _show([f for f in guard_findings if f.severity.label != "info"])
+
+    from .. import supervisor
+    from .ui import make_ui
+
+    ui = make_ui(plan.supervision.log_format)
+    return supervisor.run(plan, ui)
+
+
+def _preflight(plan: Plan, policy: Policy, environ: Mapping[str, str],
+               vllm_args: Sequence[str]) -> tuple[Plan, list[Finding]]:
+    from .. import preflight, vllm_flags
+
+    args = vllm_flags.parse(list(vllm_args))
+    report = preflight.run_for_serve(args, environ, plan.accelerator)
+    findings = apply_waivers(report.findings, policy.waivers)
+    env = dict(plan.env)
+    env_set = dict(plan.env_set)
+    for k, v in report.env_updates.items():
+        if k not in environ:  # never override what the operator set (e.g. Slurm's devices)
+            env[k] = v
+            env_set[k] = v
+    argv = plan.argv
+    if report.vllm_command and not policy.vllm_command:
+        argv = (*report.vllm_command, *plan.argv[4:])
+    return replace(plan, env=env, env_set=env_set, argv=argv), findings
+
+
+def _guard(plan: Plan, policy: Policy) -> list[Finding]:
+    if not policy.tcpstore_guard:
+        return []
+    from .. import guard_install
+
+    return apply_waivers(guard_install.prepare(plan), policy.waivers)

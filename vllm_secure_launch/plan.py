@@ -1,0 +1,89 @@
+"""The Plan: everything the launcher will do, decided before anything runs.
+
+Built purely from (ServeArgs, environ, Policy, HostFacts) by planner.build_plan(). The supervisor
+(issue 3), the socket audit and the dry-run views consume it; nothing here touches the OS.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from .findings import Finding
+
+
+@dataclass(frozen=True)
+class ApiEndpoint:
+    """Where vLLM's HTTP API will listen: TCP host:port, or a unix socket path."""
+
+    host: str | None  # literal IP the API binds (None with uds)
+    port: int | None
+    uds: str | None = None
+    tls: bool = False
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls else "http"
+
+    def url(self, path: str = "") -> str:
+        if self.uds:
+            return f"unix:{self.uds}{path}"
+        host = f"[{self.host}]" if self.host and ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}{path}"
+
+
+@dataclass(frozen=True)
+class ExpectedListeners:
+    """What may listen. The API socket on exactly api.host:api.port; anything else only on an
+    address of `internal_ips` (any port: vLLM's internal ports are kernel-assigned), plus
+    loopback when `allow_loopback`. Wildcards are never allowed."""
+
+    api: ApiEndpoint
+    internal_ips: tuple[str, ...]
+    allow_loopback: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "api": {"host": self.api.host, "port": self.api.port, "uds": self.api.uds},
+            "internal_ips": list(self.internal_ips),
+            "allow_loopback": self.allow_loopback,
+        }
+
+
+@dataclass(frozen=True)
+class Supervision:
+    """Settings of the supervised run (issue 3); all from CLI > env > policy > defaults."""
+
+    ready_timeout: float = 1800.0
+    audit: str = "enforce"  # enforce | warn | off
+    audit_interval: float = 1.0
+    stop_grace: float = 30.0
+    log_format: str = "text"  # text | json  (the launcher's own stderr lines)
+    report_path: str | None = None
+
+
+@dataclass(frozen=True)
+class Plan:
+    decision: str  # "start" | "refuse"
+    argv: tuple[str, ...]  # the exact child command line (no secrets)
+    env: Mapping[str, str]  # the complete child environment (may hold secrets: never print it)
+    env_set: Mapping[str, str]  # variables the launcher sets or changes (values may be secret)
+    env_removed: tuple[str, ...]  # names taken out of the inherited environment
+    secret_env: frozenset[str]  # names whose values are shown as <redacted>
+    api: ApiEndpoint
+    expected: ExpectedListeners
+    findings: tuple[Finding, ...]
+    supervision: Supervision = field(default_factory=Supervision)
+    rpc_dir: str | None = None  # private 0700 directory to create before spawn (VLLM_RPC_BASE_PATH)
+    internal_ip: str | None = None
+    internal_iface: str | None = None
+    accelerator: str = "auto"
+    facts: Mapping[str, Any] = field(default_factory=dict)  # extra context for reports
+
+    @property
+    def refused(self) -> bool:
+        return self.decision != "start"
+
+    def redacted_env(self, env: Mapping[str, str] | None = None) -> dict[str, str]:
+        src = self.env_set if env is None else env
+        return {k: ("<redacted>" if k in self.secret_env else v) for k, v in sorted(src.items())}

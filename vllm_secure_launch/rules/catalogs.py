@@ -1,0 +1,11 @@
+"""The rule catalogs of the parts that judge outside the planner (gate and probe, TCPStore guard,
+preflight, socket audit). Listed explicitly: a missing catalog is an error, not a silent gap."""
+
+from __future__ import annotations
+
+
+def modules() -> tuple:
+    from ..preflight import catalog as preflight_catalog
+    from . import audit_rules, gate_rules, guard_rules
+
+    return (gate_rules, guard_rules, preflight_catalog, audit_rules)

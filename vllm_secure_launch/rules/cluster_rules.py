@@ -1,0 +1,122 @@
+"""VSL3xx — multi-node shapes: the addresses vLLM, torch, gloo, NCCL/HCCL and KV connectors use
+between nodes must all lie in the one internal network."""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+from ..findings import Finding, Severity
+from ..network import LOOPBACK, PRIVATE, WILDCARD, classify
+from .context import Context
+from .network_rules import ADDRESS_ELSEWHERE
+from .registry import Rule
+
+MULTINODE_PINNED = Rule(
+    "VSL301", "multi-node shape: internal addresses are pinned", Severity.INFO,
+    "nothing to do; run the launcher with the same internal-network setting on every node",
+)
+RAY_DAEMONS = Rule(
+    "VSL302", "Ray's own daemons are started outside the launcher", Severity.WARNING,
+    "start Ray with --node-ip-address=<internal IP>, RAY_AUTH_MODE=token and "
+    "--include-dashboard=false; the socket audit only covers vLLM's process tree",
+)
+FOLLOWER_NO_HEAD = Rule(
+    "VSL303", "a follower node does not name the head's address", Severity.ERROR,
+    "give --master-addr (with --nnodes) or --data-parallel-address (with --headless) the head "
+    "node's internal IP",
+)
+
+RULES = (MULTINODE_PINNED, RAY_DAEMONS, FOLLOWER_NO_HEAD)
+
+# Environment variables that name an address or interface for internal traffic.
+ENV_ADDRS = ("VLLM_HOST_IP", "HCCL_IF_IP", "VLLM_NIXL_SIDE_CHANNEL_HOST",
+             "VLLM_P2P_SIDE_CHANNEL_HOST", "VLLM_EC_SIDE_CHANNEL_HOST", "MC_TCP_BIND_ADDRESS",
+             "RAY_NODE_IP_ADDRESS", "RAY_OVERRIDE_NODE_IP_ADDRESS", "MASTER_ADDR")
+ENV_IFACES = ("GLOO_SOCKET_IFNAME", "NCCL_SOCKET_IFNAME", "TP_SOCKET_IFNAME",
+              "HCCL_SOCKET_IFNAME")
+HOST_KEYS = ("host", "host_ip", "proxy_ip", "control_host", "kv_ip", "ec_ip",
+             "bootstrap_server_address")
+
+
+def is_follower(ctx: Context) -> bool:
+    return ctx.int_arg("node_rank", 0) > 0 or ctx.bool_arg("headless") or (
+        ctx.int_arg("data_parallel_start_rank", 0) > 0)
+
+
+def _addr_ok(ctx: Context, text: str) -> tuple[bool, str]:
+    """Is `text` (an address a user wrote) inside the internal network? -> (ok, class)."""
+    cls = classify(text)
+    if cls == WILDCARD:
+        return False, "a wildcard"
+    if cls == LOOPBACK:
+        return (not ctx.multinode and ctx.policy.allow_loopback), "loopback"
+    internal = ctx.internal
+    if internal is None:
+        return cls == PRIVATE, cls
+    if internal.contains(text.strip("[]")):
+        return True, cls
+    return False, f"{cls}, outside {internal.network}"
+
+
+def _hosts_in(value: Any, where: str) -> Iterator[tuple[str, str]]:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if k in HOST_KEYS and isinstance(v, str) and v:
+                host = v.split("://", 1)[-1]
+                host = host[1:].split("]", 1)[0] if host.startswith("[") else host.rsplit(":", 1)[0] \
+                    if host.count(":") == 1 else host
+                yield f"{where}.{k}", host
+            else:
+                yield from _hosts_in(v, f"{where}.{k}")
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _hosts_in(v, f"{where}[{i}]")
+
+
+def check_addresses(ctx: Context) -> list[Finding]:
+    out = []
+    items = []
+    for dest, flag in (("data_parallel_address", "--data-parallel-address"),
+                       ("master_addr", "--master-addr")):
+        if ctx.args.has(dest):
+            items.append((flag, str(ctx.args.get(dest))))
+    for name in ENV_ADDRS:
+        if ctx.environ.get(name):
+            items.append((name, ctx.environ[name]))
+    for dest in ("kv_transfer_config", "ec_transfer_config"):
+        items.extend(_hosts_in(ctx.args.get(dest), "--" + dest.replace("_", "-")))
+    for subject, value in items:
+        if classify(value) == "hostname":
+            out.append(ADDRESS_ELSEWHERE.finding(subject, f"{subject}={value} is a name; the "
+                                                          "launcher needs a literal internal IP"))
+            continue
+        ok, why = _addr_ok(ctx, value)
+        if not ok:
+            out.append(ADDRESS_ELSEWHERE.finding(subject, f"{subject}={value} is {why}"))
+    if ctx.internal is not None:
+        for name in ENV_IFACES:
+            raw = ctx.environ.get(name)
+            if raw and raw.lstrip("=") != ctx.internal.iface:
+                out.append(ADDRESS_ELSEWHERE.finding(
+                    name, f"{name}={raw} differs from the internal interface {ctx.internal.iface}"))
+    return out
+
+
+def check_shape(ctx: Context) -> list[Finding]:
+    if not ctx.multinode:
+        return []
+    out = []
+    if ctx.internal is not None and ctx.explicit_internal:
+        out.append(MULTINODE_PINNED.finding(
+            "internal network", f"internal traffic pinned to {ctx.internal.ip} "
+            f"({ctx.internal.iface}, {ctx.internal.network}) because: " + "; ".join(ctx.multinode)))
+    if "ray" in (ctx.args.get("distributed_executor_backend"), ctx.args.get("data_parallel_backend")):
+        out.append(RAY_DAEMONS.finding("ray", "Ray's GCS, raylets and dashboard are not started "
+                                              "by the launcher"))
+    if is_follower(ctx) and not (ctx.args.has("master_addr") or ctx.args.has("data_parallel_address")):
+        out.append(FOLLOWER_NO_HEAD.finding("--master-addr", "this node is a follower but names "
+                                                             "no head address"))
+    return out
+
+
+CHECKS = (check_addresses, check_shape)

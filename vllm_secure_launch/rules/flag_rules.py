@@ -1,0 +1,220 @@
+"""VSL2xx — endpoints, authentication and flags that load code (surface.md §4.3, §5, §8)."""
+
+from __future__ import annotations
+
+import os
+
+from ..findings import Finding, Severity
+from .context import Context
+from .registry import Rule
+
+ARGV_KEY = Rule(
+    "VSL201", "an API key was given on the command line", Severity.WARNING,
+    "put the key in a file (--api-key-file, mode 0600), a systemd credential (LoadCredential="
+    "vllm-api-key) or VLLM_API_KEY; the key was already visible in the launcher's own argv, so "
+    "rotate it",
+)
+KEY_FILE_BAD = Rule(
+    "VSL202", "the API key file is unusable", Severity.ERROR,
+    "make the key file readable only by the service user (chmod 600), non-empty and one line",
+)
+NO_KEY_LOOPBACK = Rule(
+    "VSL203", "no API key is configured and the endpoint gate is off", Severity.WARNING,
+    "provide a key (--api-key-file, LoadCredential=vllm-api-key or VLLM_API_KEY); without key and "
+    "gate every local user can use every route",
+)
+TOKENIZER_INFO = Rule(
+    "VSL204", "the tokenizer-info endpoint is enabled", Severity.ERROR,
+    "drop --enable-tokenizer-info-endpoint (it serves chat templates and tokenizer config "
+    "without authentication)",
+)
+PROFILER = Rule(
+    "VSL205", "the profiler is configured", Severity.ERROR,
+    "drop --profiler-config: any profiler registers unauthenticated /start_profile and "
+    "/stop_profile routes",
+)
+MIDDLEWARE = Rule(
+    "VSL206", "a user middleware would run in the API server", Severity.ERROR,
+    "drop --middleware (it imports an arbitrary module and runs before authentication); the "
+    "launcher injects its own endpoint gate",
+)
+GRPC = Rule(
+    "VSL207", "the gRPC server is enabled", Severity.ERROR,
+    "drop --grpc/--grpc-port: vLLM's gRPC server has no TLS and no authentication",
+)
+CORS_WILDCARD = Rule(
+    "VSL208", "CORS allows any origin with credentials", Severity.ERROR,
+    "list the real origins in --allowed-origins, or drop --allow-credentials",
+)
+MEDIA_PATH = Rule(
+    "VSL209", "local media may be read from a system directory", Severity.ERROR,
+    "point --allowed-local-media-path at a dedicated media directory (listed in the policy's "
+    "[vllm] allowed_media_dirs), never / or a system directory",
+)
+SCALE_OUT = Rule(
+    "VSL210", "a mode that adds operational routes or wildcard stores is enabled", Severity.ERROR,
+    "drop the flag unless this deployment needs it; --enable-elastic-ep and "
+    "--enable-fault-tolerance create TCPStores and state-changing routes",
+)
+TOKENS_ONLY = Rule(
+    "VSL211", "token-in/token-out scale-out routes are enabled", Severity.WARNING,
+    "keep the endpoint gate on (it denies /abort_requests and the render routes by default)",
+)
+TOOL_SERVER_DEMO = Rule(
+    "VSL214", "the demo tool server runs model-generated code", Severity.ERROR,
+    "drop --tool-server demo (it runs model-generated Python without network isolation)",
+)
+REQUEST_TEMPLATE = Rule(
+    "VSL215", "clients may send their own chat templates", Severity.WARNING,
+    "drop --trust-request-chat-template unless clients are trusted (template rendering is a DoS "
+    "vector)",
+)
+ARGV_HF_TOKEN = Rule(
+    "VSL217", "a Hugging Face token was given on the command line", Severity.WARNING,
+    "set HF_TOKEN in the environment (or a credential file) instead of --hf-token; the launcher "
+    "moves it into vLLM's environment",
+)
+LOG_CONFIG_FLAG = Rule(
+    "VSL218", "a logging dictConfig is loaded from a flag", Severity.ERROR,
+    "drop --logging-config/--log-config-file: a dictConfig can instantiate arbitrary callables",
+)
+REMOTE_CODE = Rule(
+    "VSL220", "remote model code would be trusted", Severity.ERROR,
+    "drop --trust-remote-code, or audit the model repository, pin --code-revision and waive "
+    "VSL220 with the reason",
+)
+IMPORT_BY_NAME = Rule(
+    "VSL221", "a flag makes vLLM import code by name", Severity.ERROR,
+    "drop the flag, or waive VSL221 in the policy naming the audited module",
+)
+
+RULES = (ARGV_KEY, KEY_FILE_BAD, NO_KEY_LOOPBACK, TOKENIZER_INFO, PROFILER, MIDDLEWARE, GRPC,
+         CORS_WILDCARD, MEDIA_PATH, SCALE_OUT, TOKENS_ONLY, TOOL_SERVER_DEMO, REQUEST_TEMPLATE,
+         ARGV_HF_TOKEN, LOG_CONFIG_FLAG, REMOTE_CODE, IMPORT_BY_NAME)
+
+SYSTEM_DIRS = ("/", "/etc", "/root", "/home", "/proc", "/sys", "/dev", "/var", "/usr", "/boot",
+               "/bin", "/sbin", "/lib", "/lib64", "/opt", "/run", "/tmp", "/srv", "/mnt")
+SAFE_BACKENDS = (None, "mp", "uni", "ray", "external_launcher")
+# dest -> value that means "not set" for the import-by-name flags
+IMPORT_FLAGS = {
+    "worker_cls": ("auto", ""),
+    "worker_extension_cls": ("",),
+    "scheduler_cls": (None, ""),
+    "logits_processors": (None, "", []),
+    "model_class_overrides": (None, "", {}, "{}"),
+    "io_processor_plugin": (None, ""),
+    "tool_parser_plugin": ("",),
+    "reasoning_parser_plugin": ("",),
+}
+MODULE_PATH_KEYS = ("kv_connector_module_path", "ec_connector_module_path", "module_path",
+                    "cache_policy_module_path", "backpressure_cls")
+
+
+def _flag(ctx: Context, dest: str) -> str:
+    return ctx.args.spellings.get(dest) or "--" + dest.replace("_", "-")
+
+
+def check_keys(ctx: Context) -> list[Finding]:
+    out = []
+    if ctx.args.get("api_key"):
+        out.append(ARGV_KEY.finding("--api-key", "--api-key is taken out of vLLM's command line "
+                                                 "and handed over in the environment"))
+    if ctx.key.problem:
+        out.append(KEY_FILE_BAD.finding(ctx.key.source, ctx.key.problem))
+    elif ctx.key.value is None and not ctx.gate:  # with the gate, VSL252 says it
+        out.append(NO_KEY_LOOPBACK.finding("api key", "no API key is configured"))
+    if ctx.args.get("hf_token"):
+        out.append(ARGV_HF_TOKEN.finding("--hf-token", "--hf-token is moved to HF_TOKEN in vLLM's "
+                                                       "environment"))
+    return out
+
+
+def _profiler_set(value: object) -> bool:
+    if isinstance(value, dict):
+        return value.get("profiler") not in (None, "", "none", "None")
+    return value not in (None, "", "{}", "null")
+
+
+def check_flags(ctx: Context) -> list[Finding]:
+    a = ctx.args
+    out = []
+    if a.get("enable_tokenizer_info_endpoint"):
+        out.append(TOKENIZER_INFO.finding(_flag(ctx, "enable_tokenizer_info_endpoint"),
+                                          "GET /tokenizer_info would be served without auth"))
+    if a.has("profiler_config") and _profiler_set(a.get("profiler_config")):
+        out.append(PROFILER.finding(_flag(ctx, "profiler_config"), "a profiler is configured"))
+    for mw in a.get("middleware") or []:
+        out.append(MIDDLEWARE.finding("--middleware", f"--middleware {mw} would be imported"))
+    if a.get("grpc") or a.get("grpc_port") not in (None, ""):
+        out.append(GRPC.finding("--grpc", "the gRPC server would listen without TLS or auth"))
+    origins = a.get("allowed_origins")
+    if a.get("allow_credentials") and origins and "*" in (
+            origins if isinstance(origins, list) else [str(origins)]):
+        out.append(CORS_WILDCARD.finding("--allowed-origins", "any origin may send credentialed "
+                                                              "requests"))
+    for dest in ("enable_elastic_ep", "enable_fault_tolerance", "enable_scale_out"):
+        if a.get(dest):
+            out.append(SCALE_OUT.finding(_flag(ctx, dest), f"{_flag(ctx, dest)} is enabled"))
+    if a.get("tokens_only"):
+        out.append(TOKENS_ONLY.finding("--tokens-only", "token-in/token-out routes are served"))
+    if str(a.get("tool_server", "")).strip() == "demo":
+        out.append(TOOL_SERVER_DEMO.finding("--tool-server", "--tool-server demo"))
+    if a.get("trust_request_chat_template"):
+        out.append(REQUEST_TEMPLATE.finding("--trust-request-chat-template",
+                                            "request-supplied chat templates are rendered"))
+    for dest in ("logging_config", "log_config_file"):
+        if a.get(dest):
+            out.append(LOG_CONFIG_FLAG.finding(_flag(ctx, dest), f"{a.get(dest)} would be loaded"))
+    if a.get("trust_remote_code"):
+        out.append(REMOTE_CODE.finding(_flag(ctx, "trust_remote_code"),
+                                       "code from the model repository would run"))
+    return out
+
+
+def check_media_path(ctx: Context) -> list[Finding]:
+    path = ctx.args.get("allowed_local_media_path")
+    if not path:
+        return []
+    norm = os.path.normpath(str(path))
+    allowed = [os.path.normpath(d) for d in ctx.policy.allowed_media_dirs]
+    if any(norm == d or norm.startswith(d.rstrip("/") + "/") for d in allowed):
+        return []
+    if norm in SYSTEM_DIRS or any(norm.startswith(s + "/") for s in ("/etc", "/proc", "/sys",
+                                                                   "/dev", "/root", "/boot")):
+        return [MEDIA_PATH.finding("--allowed-local-media-path",
+                                   f"{path} exposes a system directory to file:// media URLs")]
+    return []
+
+
+def _module_paths(value: object, where: str) -> list[str]:
+    found = []
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if k in MODULE_PATH_KEYS and v:
+                found.append(f"{where}.{k}={v}")
+            found.extend(_module_paths(v, f"{where}.{k}"))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            found.extend(_module_paths(v, f"{where}[{i}]"))
+    return found
+
+
+def check_import_by_name(ctx: Context) -> list[Finding]:
+    a = ctx.args
+    out = []
+    for dest, unset in IMPORT_FLAGS.items():
+        if a.has(dest) and a.get(dest) not in unset:
+            out.append(IMPORT_BY_NAME.finding(_flag(ctx, dest),
+                                              f"{_flag(ctx, dest)} {a.get(dest)} imports code"))
+    backend = a.get("distributed_executor_backend")
+    if backend not in SAFE_BACKENDS:
+        out.append(IMPORT_BY_NAME.finding("--distributed-executor-backend",
+                                          f"--distributed-executor-backend {backend} is imported "
+                                          "as a class"))
+    for dest in ("kv_transfer_config", "ec_transfer_config"):
+        for hit in _module_paths(a.get(dest), _flag(ctx, dest)):
+            out.append(IMPORT_BY_NAME.finding(_flag(ctx, dest), f"{hit} imports code"))
+    return out
+
+
+CHECKS = (check_keys, check_flags, check_media_path, check_import_by_name)
