@@ -69,6 +69,7 @@ def test_disabled_gate() -> None:
     ({"allow": [{"path": "/x", "mehtods": ["GET"]}]}, "gate.allow[0]"),
     ({"defaults": "no"}, "gate.defaults"),
     ("gate", "gate"),
+    ({"allow": [{"path": "/v1/systemone", "keys": ["VSL_GATE_KEY_X"]}]}, "gate.allow"),
 ])
 def test_bad_policy_names_the_key(policy, named: str) -> None:
     with pytest.raises(PolicyFileError) as err:
@@ -107,3 +108,11 @@ def test_every_gate_rule_has_id_title_remedy() -> None:
         assert rule.id.startswith("VSL2") and 250 <= int(rule.id[3:]) <= 299
         assert rule.title and rule.remedy and rule.id not in seen
         seen.add(rule.id)
+
+
+def test_key_env_copies_only_named_extra_keys() -> None:
+    policy = {"allow": [{"path": "/metrics", "keys": ["VSL_GATE_KEY_SCRAPE"]}]}
+    environ = {"VSL_GATE_KEY_SCRAPE": "s", "VSL_GATE_KEY_OTHER": "o", "VLLM_API_KEY": "k"}
+    assert gate_config.key_env(policy, environ) == {"VSL_GATE_KEY_SCRAPE": "s"}
+    assert gate_config.key_env(None, environ) == {}
+    assert gate_config.key_env({**policy, "enabled": False}, environ) == {}

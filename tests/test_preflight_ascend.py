@@ -73,6 +73,15 @@ def test_parse_recorded_910b_table():
     assert c0.processes == [{"pid": 576489, "name": "python", "used_bytes": 60703 * 1024**2}]
 
 
+def test_parse_recorded_310p_and_910a_layouts():
+    p310 = parse_npu_smi_info((FAKES / "310p_info.txt").read_text())
+    assert [(c.npu, c.chip, c.name, c.mem_used_mb, c.mem_total_mb) for c in p310.chips] == [
+        (6, 0, "310P3", 1839, 21525)]
+    a910 = parse_npu_smi_info((FAKES / "910a_info.txt").read_text())
+    # HBM (the last pair) is the memory vLLM allocates from, not the DDR Memory-Usage pair
+    assert [(c.mem_used_mb, c.mem_total_mb) for c in a910.chips] == [(1365, 32768), (4, 32768)]
+
+
 def test_parse_recorded_logic_id_mapping_skips_mcu_chips():
     mapping = parse_npu_smi_mapping((FAKES / "healthy_map.txt").read_text())
     assert mapping == {(0, 0): 0, (1, 0): 1, (2, 0): 2, (3, 0): 3}

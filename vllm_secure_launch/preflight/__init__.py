@@ -17,11 +17,11 @@ from ..findings import Finding, Severity, sort_key
 from ..serve_args import ServeArgs
 from .catalog import RULES, rule
 from .hostview import HostView
-from .report import DeviceFacts, PreflightReport
+from .report import DeviceFacts, PlatformResult, PreflightReport
 from .request import DEFAULT_MEMORY_FRACTION, PreflightRequest
 
-__all__ = ["run", "run_for_serve", "PreflightRequest", "PreflightReport", "DeviceFacts", "HostView", "RULES",
-           "DEFAULT_MEMORY_FRACTION"]
+__all__ = ["run", "run_for_serve", "PreflightRequest", "PreflightReport", "DeviceFacts",
+           "HostView", "RULES", "DEFAULT_MEMORY_FRACTION"]
 
 
 def run(request: PreflightRequest, host_view: HostView | None = None) -> PreflightReport:
@@ -46,13 +46,11 @@ def run(request: PreflightRequest, host_view: HostView | None = None) -> Preflig
     unsupported: tuple[str, ...] = ()
     if engine == "vllm-mindspore":
         vllm_command = detect.MINDSPORE_COMMAND
-        unsupported = tuple(opt for opt, _ in detect.MINDSPORE_UNSUPPORTED_FLAGS.values())
+        unsupported = tuple(opt for _, opt, _ in detect.MINDSPORE_UNSUPPORTED_FLAGS)
         findings.extend(_mindspore_flags(request))
     try:
         result = _platform_check(sel.platform, request, host)
     except Exception as exc:  # noqa: BLE001 - fail closed: a crashing check blocks the start
-        from .cuda import PlatformResult
-
         result = PlatformResult(findings=(rule("VSL505").finding(
             sel.platform, f"the {sel.platform} preflight crashed ({type(exc).__name__}: "
             f"{exc}); refusing to start"),))
@@ -80,7 +78,7 @@ def run_for_serve(args: ServeArgs, environ: Mapping[str, str], accelerator: str 
     return run(PreflightRequest.from_serve_args(args, environ, accelerator), host_view)
 
 
-def _platform_check(platform: str, request: PreflightRequest, host: HostView):  # type: ignore[no-untyped-def]
+def _platform_check(platform: str, request: PreflightRequest, host: HostView) -> PlatformResult:
     if platform == "cuda":
         from . import cuda
 
@@ -130,7 +128,7 @@ def _engine(platform: str, engines: dict[str, str]) -> tuple[str | None, list[Fi
 def _mindspore_flags(request: PreflightRequest) -> list[Finding]:
     from . import detect
 
-    given = [(opt, why) for dest, (opt, why) in detect.MINDSPORE_UNSUPPORTED_FLAGS.items()
+    given = [(opt, why) for dest, opt, why in detect.MINDSPORE_UNSUPPORTED_FLAGS
              if dest in request.set_dests]
     if not given:
         return []

@@ -14,9 +14,8 @@ from typing import Any, Mapping
 
 from ..findings import Finding, Severity
 from .catalog import rule
-from .cuda import GIB, PlatformResult
 from .hostview import HostView
-from .report import DeviceFacts
+from .report import GIB, DeviceFacts, PlatformResult
 from .request import PreflightRequest
 
 CONTROL_NODES = ("davinci_manager", "devmm_svm", "hisi_hdc")

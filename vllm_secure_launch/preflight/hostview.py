@@ -8,8 +8,6 @@ with a timeout) and the package-metadata search path. The defaults read the real
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -43,7 +41,7 @@ class HostView:
     # PATH used to find npu-smi; None = the request's environ PATH, else os.defpath.
     path: str | None = None
     npu_smi_timeout: float = 10.0
-    # Where package metadata is searched (importlib.metadata); None = sys.path.
+    # Where engine dist-info/egg-info entries are searched; None = sys.path.
     dist_paths: Sequence[str] | None = None
 
     def dev(self, name: str) -> str:
@@ -66,6 +64,8 @@ class HostView:
             return None
 
     def which(self, name: str, environ_path: str | None) -> str | None:
+        import shutil  # lazily: only the Ascend check looks up a tool
+
         search = self.path if self.path is not None else (environ_path or os.defpath)
         return shutil.which(name, path=search)
 
@@ -75,6 +75,8 @@ class HostView:
         A fixed argv (no shell), a timeout because a wedged driver makes npu-smi hang, and
         stdin closed so the tool can never wait for input.
         """
+        import subprocess  # lazily: the CPU and CUDA paths never run a tool
+
         try:
             proc = subprocess.run(
                 list(argv), capture_output=True, text=True, timeout=timeout,

@@ -8,6 +8,8 @@ from typing import Any, Mapping
 from ..findings import Finding, findings_json
 from .request import PreflightRequest
 
+GIB = 1024**3
+
 
 @dataclass(frozen=True)
 class DeviceFacts:
@@ -19,6 +21,15 @@ class DeviceFacts:
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "name": self.name, **dict(self.facts)}
+
+
+@dataclass(frozen=True)
+class PlatformResult:
+    """What one platform's checks return to `run`."""
+
+    findings: tuple[Finding, ...] = ()
+    devices: tuple[DeviceFacts, ...] = ()
+    env_updates: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

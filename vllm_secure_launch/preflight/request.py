@@ -21,14 +21,14 @@ ACCELERATORS = ("auto", "cuda", "ascend", "cpu")
 DEFAULT_MEMORY_FRACTION = 0.92
 
 # Flags (by argparse dest) preflight reads; the vllm-mindspore check reads `set_dests`.
-_INT_FLAGS = {
-    "tensor_parallel_size": ("--tensor-parallel-size", 1),
-    "pipeline_parallel_size": ("--pipeline-parallel-size", 1),
-    "prefill_context_parallel_size": ("--prefill-context-parallel-size", 1),
-    "data_parallel_size": ("--data-parallel-size", 1),
-    "nnodes": ("--nnodes", 1),
-    "node_rank": ("--node-rank", 0),
-}
+_INT_FLAGS: tuple[tuple[str, str, int], ...] = (
+    ("tensor_parallel_size", "--tensor-parallel-size", 1),
+    ("pipeline_parallel_size", "--pipeline-parallel-size", 1),
+    ("prefill_context_parallel_size", "--prefill-context-parallel-size", 1),
+    ("data_parallel_size", "--data-parallel-size", 1),
+    ("nnodes", "--nnodes", 1),
+    ("node_rank", "--node-rank", 0),
+)
 
 
 @dataclass(frozen=True)
@@ -58,8 +58,8 @@ class PreflightRequest:
     ) -> "PreflightRequest":
         """Raise UsageError for values vLLM itself would reject as malformed (not numbers)."""
         chosen = _accelerator(accelerator, environ)
-        ints = {dest: _int_value(args, dest, flag, default) for dest, (flag, default)
-                in _INT_FLAGS.items()}
+        ints = {dest: _int_value(args, dest, flag, default) for dest, flag, default
+                in _INT_FLAGS}
         dpl = _optional_int(args, "data_parallel_size_local", "--data-parallel-size-local")
         dp_rank = args.get("data_parallel_rank")
         external_lb = _truthy(args.get("data_parallel_external_lb")) or dp_rank is not None

@@ -33,11 +33,16 @@ class Context:
     gate: bool = True  # the endpoint gate will be injected
 
     def int_arg(self, dest: str, default: int) -> int:
-        v = self.args.get(dest)
+        """An integer option as vLLM converts it ("2k" is 2000); `default` when unset/invalid."""
+        from ..vllm_flags import number
+
+        if self.args.get(dest) is None:
+            return default
         try:
-            return int(v) if v is not None else default
+            v = number(self.args, dest)
         except (TypeError, ValueError):
             return default
+        return int(v) if v is not None else default
 
     def bool_arg(self, dest: str) -> bool:
         return bool(self.args.get(dest, False))
@@ -59,10 +64,15 @@ def multinode_reasons(args: ServeArgs, host: HostFacts) -> tuple[str, ...]:
     reasons = []
 
     def as_int(dest: str, default: int) -> int:
+        from ..vllm_flags import number
+
+        if args.get(dest) is None:
+            return default
         try:
-            return int(args.get(dest, default))
+            v = number(args, dest)
         except (TypeError, ValueError):
             return default
+        return int(v) if v is not None else default
 
     if as_int("nnodes", 1) > 1:
         reasons.append(f"--nnodes {args.get('nnodes')}")

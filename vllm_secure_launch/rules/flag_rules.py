@@ -123,7 +123,7 @@ def check_keys(ctx: Context) -> list[Finding]:
         out.append(KEY_FILE_BAD.finding(ctx.key.source, ctx.key.problem))
     elif ctx.key.value is None and not ctx.gate:  # with the gate, VSL252 says it
         out.append(NO_KEY_LOOPBACK.finding("api key", "no API key is configured"))
-    if ctx.args.get("hf_token"):
+    if isinstance(ctx.args.get("hf_token"), str) and ctx.args.get("hf_token"):
         out.append(ARGV_HF_TOKEN.finding("--hf-token", "--hf-token is moved to HF_TOKEN in vLLM's "
                                                        "environment"))
     return out
