@@ -24,8 +24,10 @@ from pathlib import Path
 
 from vllm_secure_launch import guard_install as gi
 
+from .common import row
+
 START_RUNS = 40
-TORCH_RUNS = 9
+TORCH_RUNS = 11
 
 
 def _venv(dest: Path, with_guard: bool) -> str:
@@ -72,24 +74,20 @@ def run() -> list[dict]:
         guarded = _venv(Path(tmp) / "guarded", True)
         plain = _venv(Path(tmp) / "plain", False)
         with_hook, without = _alternate((guarded, "pass", env), (plain, "pass", env), START_RUNS)
-        ratio = with_hook / without
-        rows.append({
-            "name": "tcpstore_guard: interpreter start, hook installed+inactive / none",
-            "ratio": round(ratio, 4), "target": 1.10, "ok": ratio <= 1.10,
-            "detail": f"median of {START_RUNS}: {with_hook * 1e3:.1f} ms vs "
-                      f"{without * 1e3:.1f} ms",
-        })
+        rows.append(row(
+            "tcpstore_guard: interpreter start, hook installed+inactive / none",
+            with_hook, without, 1.10,
+            detail=f"median of {START_RUNS}: {with_hook * 1e3:.1f} ms vs {without * 1e3:.1f} ms",
+        ))
         code = "import torch"
         on, off = _alternate((guarded, code, active), (guarded, code, env), TORCH_RUNS)
-        ratio = on / off
-        rows.append({
-            "name": "tcpstore_guard: import torch, hook active / inactive",
-            "ratio": round(ratio, 4), "target": 1.02, "ok": ratio <= 1.02,
-            "detail": f"median of {TORCH_RUNS}: {on:.3f} s vs {off:.3f} s",
-        })
+        rows.append(row(
+            "tcpstore_guard: import torch, hook active / inactive", on, off, 1.02,
+            detail=f"median of {TORCH_RUNS}: {on:.3f} s vs {off:.3f} s",
+        ))
     return rows
 
 
 if __name__ == "__main__":
-    for row in run():
-        print(row)
+    for r in run():
+        print(r)

@@ -2,7 +2,10 @@
 `--api-key` vLLM as the baseline it closes.
 
 Two servers per module, started in parallel (about 75-150 s on 2 cores):
-* gated: `--middleware vllm_secure_launch.gate.EndpointGate`, key in VLLM_API_KEY (env only);
+* gated: `vllm-secure-launch --api-key-file F serve --model TINY ... --root-path /api`, i.e.
+  behind the launcher, which adds `--middleware vllm_secure_launch.gate.EndpointGate` and puts
+  the key in VLLM_API_KEY. With VSL_GATE_E2E_BARE=1 the gated server is a bare vLLM started
+  with that middleware and env instead (isolates the gate from the launcher);
 * bare: `--api-key KEY`, vLLM's own check alone.
 """
 
@@ -15,6 +18,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 from typing import Iterator
 
 import pytest
@@ -23,10 +27,14 @@ from vllm_secure_launch import routes
 from vllm_secure_launch.gate_config import MIDDLEWARE
 
 from .gate_cases import BODY, KEY, VARIANTS, WRONG, Variant
-from .support.vllm_server import BareServer, start_bare_vllm, tiny_model_path
+from .support.vllm_server import (TINY_ENV, BareServer, start_bare_vllm, tiny_model_path,
+                                  wait_healthy)
 
 pytestmark = pytest.mark.e2e
 
+# The gated server runs behind a path-routing proxy's prefix: vLLM (Starlette) serves both
+# /api/v1/models and /v1/models then, and the gate must judge both the same way.
+ROOT_PATH = "/api"
 GATED_PORT = 19101
 BARE_PORT = 19102
 # The tiny model's task is "generate": these keyed routes are not registered at all.
@@ -34,11 +42,36 @@ NOT_SERVED = {"/v1/embeddings", "/v1/audio/transcriptions", "/v1/audio/translati
               "/v1/realtime", "/v1/score", "/v1/rerank"}
 
 
+def start_gated(port: int, keyfile: str) -> BareServer:
+    vllm_args = ["--host", "127.0.0.1", "--port", str(port), "--max-model-len", "256",
+                 "--root-path", ROOT_PATH]
+    if os.environ.get("VSL_GATE_E2E_BARE") == "1":
+        return start_bare_vllm(port, ["--middleware", MIDDLEWARE, *vllm_args[6:]],
+                               {"VLLM_API_KEY": KEY})
+    env = {**os.environ, **TINY_ENV}
+    env.pop("VLLM_API_KEY", None)
+    log = tempfile.NamedTemporaryFile(prefix="gated-vsl-", suffix=".log", delete=False)
+    cmd = [sys.executable, "-m", "vllm_secure_launch.cli.main", "--api-key-file", keyfile,
+           "serve", "--model", tiny_model_path(), *vllm_args]
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    server = BareServer(proc, "127.0.0.1", port, log.name)
+    try:
+        wait_healthy("127.0.0.1", port, proc, 600)
+    except Exception as exc:
+        tail = server.log_tail()
+        server.stop()
+        raise RuntimeError(f"{exc}\n--- launcher log tail ---\n{tail}") from None
+    return server
+
+
 @pytest.fixture(scope="module")
-def servers() -> Iterator[tuple[BareServer, BareServer]]:
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[BareServer, BareServer]]:
+    keyfile = tmp_path_factory.mktemp("gatekey") / "key"
+    keyfile.write_text(KEY)
+    keyfile.chmod(0o600)
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        gated_f = pool.submit(start_bare_vllm, GATED_PORT, ["--middleware", MIDDLEWARE],
-                              {"VLLM_API_KEY": KEY})
+        gated_f = pool.submit(start_gated, GATED_PORT, str(keyfile))
         bare_f = pool.submit(start_bare_vllm, BARE_PORT, ["--api-key", KEY],
                              {"VLLM_API_KEY": ""})
         started = []
@@ -177,6 +210,17 @@ def test_path_trick_refused_by_real_server(gated: BareServer, variant: Variant) 
     assert status in variant.expect, status
 
 
+def test_root_path_prefix_judged_like_the_router(gated: BareServer) -> None:
+    assert request(gated.port, "GET", "/api/v1/models", KEY)[0] == 200
+    assert request(gated.port, "GET", "/api/v1/models", None)[0] == 401
+    for path in ("/api/invocations", "/api/metrics", "/api/version", "/apiv1/models",
+                 "/api", "/api/"):
+        assert request(gated.port, "GET", path, KEY)[0] == 404, path
+    for path in ("/api/../invocations", "/api//v1/models", "/api/%2e%2e/invocations",
+                 "/api%2Fv1/models"):
+        assert request(gated.port, "POST", path, KEY, completion_body())[0] == 400, path
+
+
 def test_completion_through_gate(gated: BareServer) -> None:
     status, data = request(gated.port, "POST", "/v1/completions", KEY, completion_body())
     assert status == 200 and json.loads(data)["choices"][0]["text"] is not None
@@ -212,8 +256,31 @@ def test_key_not_in_logs_or_argv(gated: BareServer) -> None:
     with open(gated.log_path, errors="replace") as fh:
         log = fh.read()
     assert KEY not in log and WRONG not in log
-    with open(f"/proc/{gated.proc.pid}/cmdline", "rb") as fh:
-        assert KEY.encode() not in fh.read()
+    # No process on the host (launcher, vLLM, its workers) carries the key in argv. The bare
+    # baseline server is the exception: it was started with --api-key on purpose.
+    bare_pids = _pids_naming_port(BARE_PORT)
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) in bare_pids:
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                assert KEY.encode() not in fh.read(), entry
+        except OSError:
+            pass
+
+
+def _pids_naming_port(port: int) -> set[int]:
+    """Pids whose argv names the bare server's port (its API server)."""
+    out = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                    if f"{port}".encode() in fh.read():
+                        out.add(int(entry))
+            except OSError:
+                pass
+    return out
 
 
 def _probe(url: str, *extra: str) -> tuple[int, dict]:

@@ -324,3 +324,38 @@ def test_gate_module_is_stdlib_only() -> None:
                 continue
             for n in names:
                 assert n.split(".")[0] in sys.stdlib_module_names, n
+
+
+@pytest.mark.parametrize("raw", [b"/v1/models", b"/a", b"/a/b.c", b"/...", b"/a/..b", b"/",
+                                 b"//", b"/a/", b"/a/.", b"/./a", b"/a/../b", b"a", b"",
+                                 b"/a\n", b"/a%2f", b"/a;b", b"/a\\b", b"/a b", b"/\xc3\xa9",
+                                 b"/" + b"a" * 2048, b"/" + b"a" * 2047])
+def test_fast_path_check_agrees_with_the_rules(raw: bytes) -> None:
+    segs = raw.split(b"/")[1:]
+    if len(segs) > 1 and segs[-1] == b"":
+        segs = segs[:-1]  # one trailing slash is plain (a 404, not ambiguous)
+    plain = raw == b"/" or (raw.startswith(b"/") and len(raw) <= gate.MAX_PATH
+             and all(s and s not in (b".", b"..") for s in segs)
+             and all(c in b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~!$&'()*+,=:@/"
+                     for c in raw))
+    assert (gate.path_problem(raw) is None) is plain
+
+
+def test_path_memo_is_bounded_and_consistent() -> None:
+    g, inner = make_gate()
+    for i in range(gate._MEMO_MAX + 10):
+        run(g, http_scope("GET", f"/junk{i}"))
+    assert len(g._paths) == gate._MEMO_MAX
+    assert run(g, http_scope("GET", "/v1/models"))[0] == 200  # not memoised, still decided
+    assert run(g, http_scope("GET", "/v1/models", auth=None))[0] == 401
+
+
+def test_unhashable_scope_values_are_refused() -> None:
+    g, inner = make_gate()
+    scope = http_scope("GET", "/v1/models")
+    scope["raw_path"] = bytearray(b"/v1/models")
+    assert run(g, scope)[0] == 400
+    scope = http_scope("GET", "/v1/models")
+    scope["path"] = ["/v1/models"]
+    assert run(g, scope)[0] == 400
+    assert inner.calls == []

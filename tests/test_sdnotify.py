@@ -55,3 +55,30 @@ def test_watchdog_interval():
     assert watchdog_interval({"WATCHDOG_USEC": "4000000"}, 1) == 2.0
     assert watchdog_interval({"WATCHDOG_USEC": "4000000", "WATCHDOG_PID": "1"}, 1) == 2.0
     assert watchdog_interval({"WATCHDOG_USEC": "4000000", "WATCHDOG_PID": "2"}, 1) is None
+
+
+def test_send_never_blocks_on_a_full_queue_and_keeps_messages_for_later(tmp_path):
+    path = str(tmp_path / "slow")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as srv:
+        srv.bind(path)
+        n = Notifier.from_env({"NOTIFY_SOCKET": path})
+        for i in range(200):  # far more than the receiver's queue holds
+            n.status(f"tick {i}")
+        n.ready()
+        assert n.pending  # nothing blocked; the rest waits
+        got = []
+        srv.settimeout(0.2)
+        for _ in range(100):
+            try:
+                while True:
+                    got.append(srv.recv(4096).decode())
+            except socket.timeout:
+                pass
+            if n.flush():
+                break
+        try:
+            while True:
+                got.append(srv.recv(4096).decode())
+        except socket.timeout:
+            pass
+        assert got[-1] == "READY=1"

@@ -11,8 +11,11 @@ late wildcard listeners (enforce: 77, warn: keeps serving and reports).
 from __future__ import annotations
 
 import os
+import pathlib
+import shutil
 import signal
 import sys
+import tempfile
 import time
 
 import pytest
@@ -23,6 +26,14 @@ from tests.support.supervised import (
 )
 
 PY = sys.executable
+
+
+@pytest.fixture
+def tmp_path():
+    """Our own directory: the shared pytest basetemp is rotated by other runs on this machine."""
+    path = tempfile.mkdtemp(prefix="vslsv-")
+    yield pathlib.Path(path)
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def plan(tmp_path, port: int, *fake_args: str, **sv) -> str:

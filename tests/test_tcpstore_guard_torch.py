@@ -223,3 +223,41 @@ def test_install_after_torch_import_patches_in_place(venv_python):
             "print(g.install(), g.guard_state()['guarded'], r.TCPStore is d.TCPStore)\n")
     proc = run_py(venv_python, code, clean_env())
     assert proc.stdout.split() == ["True", "True", "True"], proc.stderr[-2000:]
+
+
+def _plan(python: str, env: dict, opts=(), internal=("127.0.0.1",), loopback=True):
+    from vllm_secure_launch.plan import ApiEndpoint, ExpectedListeners, Plan
+
+    api = ApiEndpoint("127.0.0.1", 20260)
+    return Plan(decision="start", argv=(python, *opts, "-m", "vllm_secure_launch.vllm_entry",
+                                        "serve", "m"),
+                env=env, env_set={}, env_removed=(), secret_env=frozenset(), api=api,
+                expected=ExpectedListeners(api, tuple(internal), loopback), findings=())
+
+
+def test_prepare_installs_and_self_tests_a_plan(tmp_path):
+    """guard_install.prepare(plan), as cli/serve_run.py calls it: installs the hook into the
+    plan's interpreter's environment (fresh venv here) and passes the self-test."""
+    python = make_venv(tmp_path / "fresh", install_guard=False)
+    env = clean_env({"VSL_TCPSTORE_ALLOWED": "127.0.0.1,::1"})
+    assert gi.prepare(_plan(python, env, opts=("-I",))) == []
+    assert (Path(gi.site_packages_of(python)) / gi.PTH_NAME).exists()
+
+
+def test_prepare_reports_vsl352_and_vsl354(venv_python):
+    got = gi.prepare(_plan(venv_python, clean_env()))
+    assert [f.rule_id for f in got] == ["VSL352"]
+    got = gi.prepare(_plan(venv_python, clean_env(GUARD), opts=("-S",)))
+    assert [f.rule_id for f in got] == ["VSL354"]
+
+
+def test_prepare_reports_vsl350_when_torch_is_missing(tmp_path):
+    """A venv without the shared packages: the hook installs, but torch does not import."""
+    import subprocess as sp
+    import sys as _sys
+
+    base = getattr(_sys, "_base_executable", _sys.executable)
+    sp.run([base, "-m", "venv", "--without-pip", str(tmp_path / "notorch")], check=True)
+    python = str(tmp_path / "notorch" / "bin" / "python")
+    got = gi.prepare(_plan(python, clean_env(GUARD)))
+    assert [f.rule_id for f in got] == ["VSL350"] and "torch" in got[0].message

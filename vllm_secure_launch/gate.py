@@ -36,6 +36,7 @@ KEY_ENV_RE = re.compile(r"^(VLLM_API_KEY|VSL_GATE_KEY_[A-Z0-9_]{1,64})$")
 CONFIG_VERSION = 1
 # Longer paths are refused: no route of vLLM comes near this, and a bound keeps the check cheap.
 MAX_PATH = 2048
+_MEMO_MAX = 4096
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"})
 ALL_METHODS = HTTP_METHODS | {_routes.WS}
 
@@ -43,8 +44,12 @@ _TEMPLATE_PARAM = re.compile(r"\{[A-Za-z_][A-Za-z0-9_]*\}")
 # Characters allowed in a request path: RFC 3986 unreserved + sub-delims + ":" "@" "/", minus
 # the ones that different layers read differently (";" parameters, "%" escapes); "\\" is not in
 # the set, nor is anything outside printable ASCII (NUL, controls, spaces, UTF-8).
-_SAFE_PATH = re.compile(rb"^/[A-Za-z0-9\-._~!$&'()*+,=:@/]*$")
-_SAFE_TEMPLATE = re.compile(r"^/[A-Za-z0-9\-._~!$&'()*+,=:@/{}]*$")
+_SAFE_PATH = re.compile(rb"/[A-Za-z0-9\-._~!$&'()*+,=:@/]*\Z")
+# "/" or "/segment"... with non-empty segments that are not "." or "..", and at most one
+# trailing slash (not a route of vLLM's, so a plain 404, as Starlette's router would not match).
+_PLAIN_PATH = re.compile(
+    rb"(?:(?:/(?!\.\.?(?:/|\Z))[A-Za-z0-9\-._~!$&'()*+,=:@]+)+/?|/)\Z")
+_SAFE_TEMPLATE = re.compile(r"/[A-Za-z0-9\-._~!$&'()*+,=:@/{}]*\Z")
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -88,6 +93,8 @@ def path_problem(raw: bytes) -> str | None:
     `;` parameters, NUL and other bytes outside printable ASCII, empty (`//`) and dot (`.`,
     `..`) segments, relative targets, and overlong paths.
     """
+    if len(raw) <= MAX_PATH and _PLAIN_PATH.match(raw):
+        return None  # the fast path: one regex for the common case
     if not raw.startswith(b"/"):
         return "not an absolute path"
     if len(raw) > MAX_PATH:
@@ -96,10 +103,7 @@ def path_problem(raw: bytes) -> str | None:
         return "character outside the plain path set"
     if b"//" in raw:
         return "empty path segment"
-    for seg in raw.split(b"/")[1:]:
-        if seg in (b".", b".."):
-            return "dot segment"
-    return None
+    return "dot segment"
 
 
 def template_problem(path: str) -> str | None:
@@ -297,6 +301,7 @@ class EndpointGate:
         if missing:
             log.warning("endpoint gate: key variable(s) %s empty or unset; routes that need them "
                         "answer 401", ", ".join(missing))
+        self._paths: dict[tuple[Any, Any, Any], _Compiled | None | bool] = {}
         self._exact: dict[str, _Compiled] = {}
         self._templates: list[tuple[re.Pattern[str], _Compiled]] = []
         # Known fixed routes of vLLM that are not allowlisted never match a template rule
@@ -308,7 +313,7 @@ class EndpointGate:
             if "{" in rule.path:
                 # Same shape as Starlette's "{name}" convertor: one non-empty segment.
                 pattern = "^" + _TEMPLATE_PARAM.sub("[^/]+", re.escape(rule.path).replace(
-                    r"\{", "{").replace(r"\}", "}")) + "$"
+                    r"\{", "{").replace(r"\}", "}")) + r"\Z"
                 self._templates.append((re.compile(pattern), compiled))
             else:
                 self._exact[rule.path] = compiled
@@ -326,38 +331,52 @@ class EndpointGate:
 
     @staticmethod
     def _authorized(headers: Iterable[tuple[bytes, bytes]], digests: tuple[bytes, ...]) -> bool:
-        values = [v for k, v in headers if k.lower() == b"authorization"]
+        # ASGI servers give header names in lower case (ASGI spec), as vLLM's own check assumes.
+        values = [v for k, v in headers if k == b"authorization"]
         if len(values) != 1 or not digests:
             return False  # none, or several Authorization headers (layers disagree on which)
-        scheme, _, token = values[0].decode("latin-1").partition(" ")
-        if scheme.lower() != "bearer" or not token:
+        scheme, _, token = values[0].partition(b" ")  # same split as vLLM's check
+        if scheme.lower() != b"bearer" or not token:
             return False
-        given = _digest(token)
+        given = hashlib.sha256(token).digest()
         ok = False
         for d in digests:  # every key, no early exit: the time does not say which key matched
             ok |= hmac.compare_digest(given, d)
         return ok
 
-    def decide(self, scope: Mapping[str, Any]) -> tuple[int, bytes, tuple] | None:
-        """None = pass to vLLM; else (status, body, extra headers) to answer instead."""
-        raw = scope.get("raw_path")
-        path = scope.get("path")
+    def _resolve(self, raw: Any, path: Any, scope: Mapping[str, Any]) -> _Compiled | None | bool:
+        """The route rule for a path; None = not allowlisted (404); False = ambiguous (400)."""
         if not isinstance(path, str):
-            return _BAD_REQUEST
+            return False
         if raw is None:
             try:
                 raw = path.encode("ascii")
             except UnicodeEncodeError:
-                return _BAD_REQUEST
-        if not isinstance(raw, (bytes, bytearray)) or path_problem(bytes(raw)):
-            return _BAD_REQUEST
+                return False
+        if not isinstance(raw, bytes) or path_problem(raw):
+            return False
         # No escapes are allowed, so the decoded path must be the raw path byte for byte; if a
         # server ever disagreed, refuse rather than pick one.
         if raw.decode("ascii") != path:
-            return _BAD_REQUEST
-        rule = self._lookup(route_path(scope))
-        if rule is None:
-            return _NOT_FOUND
+            return False
+        return self._lookup(route_path(scope))
+
+    def decide(self, scope: Mapping[str, Any]) -> tuple[int, bytes, tuple] | None:
+        """None = pass to vLLM; else (status, body, extra headers) to answer instead."""
+        raw = scope.get("raw_path")
+        path = scope.get("path")
+        key = (raw, path, scope.get("root_path", ""))
+        try:
+            rule = self._paths[key]
+        except (KeyError, TypeError):  # TypeError: an unhashable raw_path (not bytes)
+            rule = self._resolve(raw, path, scope)
+            # Bounded memo of path verdicts (pure function of the key): clients use few paths;
+            # a flood of distinct junk paths only stops the memo from growing.
+            if (len(self._paths) < _MEMO_MAX and isinstance(raw, (bytes, type(None)))
+                    and isinstance(path, str) and isinstance(key[2], str)):
+                self._paths[key] = rule
+        if not isinstance(rule, _Compiled):
+            return _BAD_REQUEST if rule is False else _NOT_FOUND
         is_ws = scope["type"] == "websocket"
         method = _routes.WS if is_ws else scope.get("method", "")
         headers = scope.get("headers") or ()

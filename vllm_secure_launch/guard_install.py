@@ -352,3 +352,72 @@ def guard_env(internal_ips: Sequence[str], allow_loopback: bool = True) -> dict[
             if ip not in ips:
                 ips.append(ip)
     return {ENV_ALLOWED: ",".join(ips)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Launch-time entry point (cli/serve_run.py)
+
+
+def interpreter_of(argv: Sequence[str]) -> tuple[str | None, tuple[str, ...]]:
+    """The Python interpreter that will run vLLM and its interpreter options, from the child
+    argv: `python [-I ...] -m module ...` directly, or a console script via its `#!` line.
+    (None, ()) when it cannot be told."""
+    if not argv:
+        return None, ()
+    first = argv[0]
+    name = os.path.basename(first)
+    if name.startswith("python"):
+        opts: list[str] = []
+        for arg in argv[1:]:
+            if arg in ("-m", "-c") or not arg.startswith("-"):
+                break
+            opts.append(arg)
+        return first, tuple(opts)
+    try:
+        with open(first, "rb") as fh:
+            line = fh.readline(512).decode("utf-8", "replace").strip()
+    except OSError:
+        return None, ()
+    if line.startswith("#!"):
+        parts = line[2:].split()
+        if parts and os.path.basename(parts[0]) == "env" and len(parts) > 1:
+            parts = parts[1:]
+        if parts and os.path.basename(parts[0]).startswith("python"):
+            return parts[0], tuple(p for p in parts[1:] if p.startswith("-"))
+    return None, ()
+
+
+def prepare(plan: object, *, timeout: float = 180.0) -> list:
+    """Install the hook into vLLM's environment and self-test it with the planned child
+    environment. Returns findings (VSL350–VSL354); an empty list means the guard is in place.
+    Duck-typed on plan.Plan: argv, env, expected.internal_ips, expected.allow_loopback."""
+    from .rules import guard_rules
+
+    argv = tuple(getattr(plan, "argv", ()))
+    env = dict(getattr(plan, "env", {}) or {})
+    expected = getattr(plan, "expected", None)
+    python, opts = interpreter_of(argv)
+    findings = guard_rules.check_child(
+        env, opts, getattr(expected, "internal_ips", ()) or (),
+        bool(getattr(expected, "allow_loopback", True)),
+    )
+    if python is None:
+        findings.append(guard_rules.SELF_TEST_FAILED.finding(
+            argv[0] if argv else "vllm",
+            "cannot tell which Python interpreter runs vLLM from the child command, so the "
+            "TCPStore guard cannot be installed or tested there",
+            remedy="start vLLM through a Python interpreter (the default command does) or a "
+            "console script with a python #! line",
+        ))
+        return findings
+    try:
+        ensure_installed(python)
+    except GuardInstallError as exc:
+        findings.append(guard_rules.install_finding(exc))
+        return findings
+    if any(f.rule_id in ("VSL352", "VSL354") for f in findings):
+        return findings  # the self-test could only repeat these
+    findings += guard_rules.self_test_findings(
+        self_test(python, env, timeout=timeout, extra_args=opts)
+    )
+    return findings

@@ -29,6 +29,7 @@ class HostFacts:
     hostname: str = "localhost"
     hostname_addrs: tuple[str, ...] = ()
     uid: int = 0
+    user: str = "root"
     pid: int = 0
     python: str = sys.executable
     runtime_dir: str = "/tmp"
@@ -78,6 +79,15 @@ def read_secret_file(path: str) -> SecretFile:
         return SecretFile(path, None, error=f"cannot be read ({exc.__class__.__name__})")
 
 
+def _user() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return str(os.getuid())
+
+
 def _hostname_addrs(name: str) -> tuple[str, ...]:
     try:
         infos = socket.getaddrinfo(name, None, proto=socket.IPPROTO_TCP)
@@ -109,6 +119,7 @@ def collect(
         hostname=hostname,
         hostname_addrs=_hostname_addrs(hostname),
         uid=os.getuid(),
+        user=_user(),
         pid=os.getpid(),
         python=sys.executable,
         runtime_dir=runtime_base(environ, runtime_dir),

@@ -121,6 +121,11 @@ def _child_env(ctx: Context, internal: InternalNet | None, rpc_dir: str,
         "SAGEMAKER_MODEL_PATH": os.path.join(rpc_dir, "no-sagemaker-model"),
         "VLLM_PLUGINS": ",".join(policy.plugins),
     }
+    if "TORCHINDUCTOR_CACHE_DIR" not in environ:
+        # TMPDIR moves into the private run directory; keep torch's compile cache where it
+        # would have been without that move, so every start does not recompile from scratch.
+        set_["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(
+            environ.get("TMPDIR") or "/tmp", f"torchinductor_{ctx.host.user}")
     if internal is not None:
         set_.update(_network_env(internal, ctx.accelerator))
     if policy.tcpstore_guard:
@@ -131,6 +136,8 @@ def _child_env(ctx: Context, internal: InternalNet | None, rpc_dir: str,
     if isinstance(hf, str) and hf:  # a bare --hf-token (True) means "the cached HF login"
         set_["HF_TOKEN"] = hf
     set_.update(gate_env)
+    # Extra gate keys (VSL_GATE_KEY_*) the policy names: passed on from the launcher's env.
+    set_.update(gate_config.key_env(policy.gate_policy, environ))
     env.update(set_)
     changed = {k: v for k, v in set_.items() if environ.get(k) != v or k in removed}
     removed = [n for n in removed if n not in set_]

@@ -3,14 +3,22 @@
 A no-op without NOTIFY_SOCKET (not under systemd Type=notify). '@name' is an abstract socket
 (leading NUL byte). Send errors are swallowed: a notification that cannot be delivered must
 never take the service down (systemd then times out and acts on its own).
+
+Sends never block: a unix datagram sendto() waits while the receiver's queue is full, and the
+supervisor's loop must keep forwarding signals and output. A message that finds the queue full
+is kept (at most MAX_PENDING, oldest dropped first) and sent again by the next send() or
+flush(), so READY=1 and STOPPING=1 are not lost to a slow reader.
 """
 
 from __future__ import annotations
 
 import os
 import socket
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Mapping
+
+MAX_PENDING = 32
 
 
 def socket_address(value: str) -> str | bytes | None:
@@ -42,6 +50,7 @@ class Notifier:
 
     address: str | bytes | None
     _sock: socket.socket | None = field(default=None, repr=False)
+    _pending: deque = field(default_factory=lambda: deque(maxlen=MAX_PENDING), repr=False)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Notifier":
@@ -54,16 +63,34 @@ class Notifier:
         return self.address is not None
 
     def send(self, *lines: str) -> bool:
+        """Queue one message and send what is queued; True when this one went out."""
         if self.address is None:
             return False
-        payload = "\n".join(lines).encode()
-        try:
-            if self._sock is None:
-                self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
-            self._sock.sendto(payload, self.address)
-        except OSError:
+        self._pending.append("\n".join(lines).encode())
+        return self.flush()
+
+    def flush(self) -> bool:
+        """Send queued messages in order; False when some are still waiting (or failed)."""
+        if self.address is None:
             return False
+        while self._pending:
+            try:
+                if self._sock is None:
+                    self._sock = socket.socket(
+                        socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK
+                    )
+                self._sock.sendto(self._pending[0], self.address)
+            except (BlockingIOError, InterruptedError):
+                return False  # the reader is behind: try again later
+            except OSError:
+                self._pending.clear()  # nobody listens there: drop, never fail the service
+                return False
+            self._pending.popleft()
         return True
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
 
     def ready(self, status: str | None = None) -> bool:
         return self.send("READY=1", *([f"STATUS={status}"] if status else []))

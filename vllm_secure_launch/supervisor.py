@@ -199,7 +199,7 @@ class _Run:
                 file_actions=actions,
                 setsid=True,  # own session and process group: signals reach the whole tree
                 setsigmask=(),  # empty mask: a blocked SIGTERM would be inherited across exec
-                setsigdef=WATCHED,
+                setsigdef=(*WATCHED, signal.SIGPIPE, signal.SIGXFSZ),  # as subprocess does
             )
         except OSError as exc:
             raise LauncherError(
@@ -273,6 +273,8 @@ class _Run:
         return min(cands)
 
     def tick(self, now: float) -> None:
+        if self.notifier.pending:
+            self.notifier.flush()
         if now >= self.next_status:
             self.next_status = now + 1.0
             self.ui.status(self.phase, self.elapsed(), self.status_detail())

@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from typing import Any, Iterable
 
@@ -78,24 +79,39 @@ def status_field(pid: int, name: str) -> str:
 
 
 class NotifySocket:
-    """A real unix datagram socket to give the launcher as NOTIFY_SOCKET."""
+    """A real unix datagram socket to give the launcher as NOTIFY_SOCKET; a thread reads it
+    continuously, as systemd does."""
 
     def __init__(self, path: str):
         self.path = path
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind(path)
-        self.sock.settimeout(0.1)
+        self.sock.settimeout(0.2)
         self.messages: list[str] = []
+        self._lock = threading.Lock()
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop:
+            try:
+                msg = self.sock.recv(4096).decode()
+            except (socket.timeout, BlockingIOError):
+                continue
+            except OSError:
+                return
+            with self._lock:
+                self.messages.append(msg)
 
     def drain(self) -> list[str]:
-        while True:
-            try:
-                self.messages.append(self.sock.recv(4096).decode())
-            except (socket.timeout, BlockingIOError):
-                return self.messages
+        with self._lock:
+            return list(self.messages)
 
     def has(self, line: str) -> bool:
         return any(line in m.split("\n") for m in self.drain())
 
     def close(self) -> None:
+        self._stop = True
+        self._thread.join(1)
         self.sock.close()

@@ -14,6 +14,7 @@ import click
 from ..exitcodes import ExitCode
 from ..findings import Finding, apply_waivers, blocking, format_finding_text
 from ..plan import Plan
+from ..planner import default_command
 from ..policy import Policy
 
 
@@ -65,18 +66,35 @@ def _preflight(plan: Plan, policy: Policy, environ: Mapping[str, str],
     from .. import preflight, vllm_flags
 
     args = vllm_flags.parse(list(vllm_args))
-    report = preflight.run_for_serve(args, environ, plan.accelerator)
+    # Judge the environment vLLM will actually get, not the launcher's own.
+    report = preflight.run_for_serve(args, plan.env, plan.accelerator)
     findings = apply_waivers(report.findings, policy.waivers)
     env = dict(plan.env)
     env_set = dict(plan.env_set)
     for k, v in report.env_updates.items():
-        if k not in environ:  # never override what the operator set (e.g. Slurm's devices)
+        # Never override a device selection the operator (or Slurm) made; search paths are
+        # extended by preflight itself (old entries kept), so they always apply.
+        if k not in plan.env or k in _SEARCH_PATHS:
             env[k] = v
             env_set[k] = v
     argv = plan.argv
-    if report.vllm_command and not policy.vllm_command:
+    if report.vllm_command and not policy.vllm_command and plan.argv[:4] == default_command(
+            plan.argv[0]):
         argv = (*report.vllm_command, *plan.argv[4:])
+        findings += _unsupported(report.unsupported_flags, plan.argv[4:])
     return replace(plan, env=env, env_set=env_set, argv=argv), findings
+
+
+_SEARCH_PATHS = ("LD_LIBRARY_PATH", "PATH", "PYTHONPATH")
+
+
+def _unsupported(flags: Sequence[str], child_argv: Sequence[str]) -> list[Finding]:
+    """Options the launcher itself added that the engine's older vLLM base lacks."""
+    from ..preflight.catalog import rule
+
+    used = {a.split("=", 1)[0] for a in child_argv if a.startswith("--")}
+    return [rule("VSL549").finding(f, f"{f} is in the plan but the engine's vLLM base lacks it")
+            for f in flags if f in used]
 
 
 def _guard(plan: Plan, policy: Policy) -> list[Finding]:

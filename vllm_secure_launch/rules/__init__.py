@@ -4,13 +4,15 @@ planning checks, turning a crashing check into a blocking VSL901 finding (fail c
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 from ..findings import Finding
-from .context import Context
 from .registry import Rule
 
-Check = Callable[[Context], list[Finding]]
+if TYPE_CHECKING:
+    from .context import Context
+
+Check = Callable[["Context"], list[Finding]]
 
 
 def _families() -> tuple:
@@ -40,7 +42,7 @@ def checks() -> list[Check]:
     return [c for mod in _families() for c in mod.CHECKS]
 
 
-def evaluate(ctx: Context, extra: Iterable[Check] = ()) -> list[Finding]:
+def evaluate(ctx: "Context", extra: Iterable[Check] = ()) -> list[Finding]:
     from .internal_rules import RULE_CRASHED
 
     out: list[Finding] = []
