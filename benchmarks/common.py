@@ -14,6 +14,9 @@ def median_wall(cmd: Sequence[str], runs: int = 15, env: Mapping[str, str] | Non
                 warmup: int = 2) -> float:
     """Median wall seconds of running `cmd` (stdout/stderr discarded), after warm-up runs."""
     full = dict(os.environ)
+    # An installed launcher runs from compiled bytecode (pip compiles at install); a
+    # PYTHONDONTWRITEBYTECODE environment would make every run recompile from source.
+    full.pop("PYTHONDONTWRITEBYTECODE", None)
     if env:
         full.update(env)
     times = []

@@ -127,17 +127,26 @@ def _bare(tmp: str) -> float:
                 os.kill(pid, signal.SIGKILL)
 
 
-def _audit_vs_ss(launcher: int) -> tuple[float, float]:
+def _audit_vs_ss(launcher: int) -> tuple[float, float, float]:
     n = 20
     t0 = time.perf_counter()
     for _ in range(n):
-        procnet.TreeScanner(launcher).scan(time.monotonic(), force=True)
+        sc = procnet.TreeScanner(launcher)
+        sc.scan(time.monotonic(), force=True)
+        sc.close()
     audit = (time.perf_counter() - t0) / n
+    sc = procnet.TreeScanner(launcher)
+    sc.scan(time.monotonic(), force=True)
+    t0 = time.perf_counter()
+    for _ in range(n):
+        sc.scan(time.monotonic() + 1)  # the watch's steady state: nothing new to map
+    warm = (time.perf_counter() - t0) / n
+    sc.close()
     t0 = time.perf_counter()
     for _ in range(n):
         subprocess.run(["ss", "-ltnup"], stdout=subprocess.DEVNULL, check=False)
     ss = (time.perf_counter() - t0) / n
-    return audit, ss
+    return audit, warm, ss
 
 
 def _idle_cpu(launcher: int, seconds: float = 60.0) -> float:
@@ -194,23 +203,31 @@ def run() -> list[dict[str, Any]]:
         rows.append({"name": "supervisor.late_listener", "ratio": round(worst, 3), "target": 1.0,
                      "ok": worst <= 1.0, "detail": f"detection latency s (max of {len(lat)}): "
                      + ", ".join(f"{x:.3f}" for x in lat)})
+        # ABBA order: the first vLLM start of a run pays for cold file caches.
+        wrapped_times, bare_times = [], []
+        bare_times.append(_bare(tmp))
         wrapped, proc = _wrapped(tmp)
+        wrapped_times.append(wrapped)
         try:
-            audit, ss = _audit_vs_ss(proc.pid)
+            audit, warm, ss = _audit_vs_ss(proc.pid)
             rows.append({"name": "supervisor.audit_vs_ss", "ratio": round(audit / ss, 3), "target": 1.0,
-                         "ok": audit <= ss, "detail": f"audit {audit * 1e3:.2f} ms (cold, full tree), "
-                         f"ss -ltnup {ss * 1e3:.2f} ms"})
+                         "ok": audit <= ss, "detail": f"audit {audit * 1e3:.2f} ms cold (tree walk + fd "
+                         f"mapping), {warm * 1e3:.3f} ms steady state; ss -ltnup {ss * 1e3:.2f} ms"})
             cpu = _idle_cpu(proc.pid)
             rows.append({"name": "supervisor.idle_cpu", "ratio": round(cpu, 3), "target": 0.5,
                          "ok": cpu <= 0.5, "detail": f"launcher+keeper {cpu:.3f}% of one core over 60 s, "
                          "audit every 1 s"})
         finally:
             _stop(proc)
-        bare = _bare(tmp)
-        ratio = wrapped / bare
+        wrapped, proc = _wrapped(tmp)
+        wrapped_times.append(wrapped)
+        _stop(proc)
+        bare_times.append(_bare(tmp))
+        ratio = sum(wrapped_times) / sum(bare_times)
         rows.append({"name": "supervisor.time_to_ready", "ratio": round(ratio, 3), "target": 1.03,
-                     "ok": ratio <= 1.03, "detail": f"wrapped {wrapped:.1f} s (READY=1 after audit), "
-                     f"bare {bare:.1f} s (/health 200)"})
+                     "ok": ratio <= 1.03, "detail": "wrapped (launcher start -> READY=1 after the audit) "
+                     + "/".join(f"{t:.1f}" for t in wrapped_times) + " s, bare (vLLM CLI -> /health 200) "
+                     + "/".join(f"{t:.1f}" for t in bare_times) + " s, ABBA order"})
     return rows
 
 

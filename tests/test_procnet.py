@@ -81,3 +81,27 @@ def test_scanner_maps_a_real_tree_and_caches(tmp_path):
         for pid in procnet.descendants(outer.pid):
             os.kill(pid, 9)
         outer.wait()
+
+
+def test_sock_diag_matches_the_proc_tables():
+    socks = []
+    for fam, typ, addr in ((socket.AF_INET6, socket.SOCK_STREAM, ("::", 18401)),
+                           (socket.AF_INET, socket.SOCK_STREAM, ("127.0.0.1", 18402)),
+                           (socket.AF_INET6, socket.SOCK_DGRAM, ("::1", 18403)),
+                           (socket.AF_INET, socket.SOCK_DGRAM, ("0.0.0.0", 18404))):
+        s = socket.socket(fam, typ)
+        s.bind(addr)
+        if typ == socket.SOCK_STREAM:
+            s.listen()
+        socks.append(s)
+    try:
+        with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 4) as nl:
+            diag = {(r.proto, r.family, r.address, r.port, r.inode) for r in procnet.diag_tables(nl)}
+        text = {(r.proto, r.family, r.address, r.port, r.inode) for r in procnet.read_tables()}
+        mine = {(p, f, a, port) for p, f, a, port, _ in diag if 18401 <= port <= 18404}
+        assert mine == {("tcp", 6, "::", 18401), ("tcp", 4, "127.0.0.1", 18402),
+                        ("udp", 6, "::1", 18403), ("udp", 4, "0.0.0.0", 18404)}
+        assert {x for x in diag if 18401 <= x[3] <= 18404} == {x for x in text if 18401 <= x[3] <= 18404}
+    finally:
+        for s in socks:
+            s.close()

@@ -141,7 +141,7 @@ def test_command_not_found_127_and_not_executable_126(tmp_path):
     doc = {"host": "127.0.0.1", "port": 18017, "argv": ["/nonexistent/vllm", "serve"]}
     p = start_launcher(write_plan(str(tmp_path / "a.json"), doc))
     code, _, err = finish(p)
-    assert code == 127 and "was not found" in err and "Traceback" not in err
+    assert code == 127 and "VSL623" in err and "was not found" in err and "Traceback" not in err
     noexec = tmp_path / "vllm"
     noexec.write_text("#!/bin/sh\n")
     doc["argv"] = [str(noexec), "serve"]
@@ -234,3 +234,26 @@ def test_pid1_forwards_sigterm(tmp_path):
     os.kill(launcher, signal.SIGTERM)  # PID 1 ignores signals it has no handler for
     code, _, err = finish(p)
     assert code == 4, err
+
+
+def test_vllm_exit_while_serving_vsl622_and_its_code(tmp_path):
+    p = start_launcher(plan(tmp_path, 18025, "--die-after", "1", "--exit-code", "9"))
+    code, _, err = finish(p)
+    assert code == 9 and "VSL622" in err and "engine died" in err
+
+
+def test_watchdog_pings_only_while_health_answers_vsl624(tmp_path):
+    ns = NotifySocket(str(tmp_path / "notify"))
+    p = start_launcher(plan(tmp_path, 18026, "--health-fail-after", "2.5"),
+                       env={"NOTIFY_SOCKET": ns.path, "WATCHDOG_USEC": "1000000"})
+    ready(tmp_path)
+    wait_for(lambda: ns.has("WATCHDOG=1"), 5, what="WATCHDOG=1")
+    rep = wait_for(lambda: (r := read_json(str(tmp_path / "report.json"))) and
+                   any(f["id"] == "VSL624" for f in r["findings"]) and r, 10, what="VSL624")
+    assert rep["phase"] == "serving"
+    n = sum(m == "WATCHDOG=1" for m in ns.drain())
+    time.sleep(2)
+    assert sum(m == "WATCHDOG=1" for m in ns.drain()) == n  # no pings while /health fails
+    p.send_signal(signal.SIGTERM)
+    assert finish(p)[0] == 0
+    ns.close()

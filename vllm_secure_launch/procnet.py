@@ -1,10 +1,11 @@
 """Observe the listening sockets of a process tree from /proc (Linux).
 
-Why /proc and not `ss -p` or psutil.net_connections(): both map every socket of the host to a
-process by scanning every /proc/*/fd on every call. Here the four tables
-/proc/PID/net/{tcp,tcp6,udp,udp6} are read (cheap text), and socket inodes are mapped to the
-tree's processes only when a listening inode appears that was not seen before. An idle service
-therefore costs four small reads per audit.
+Why not `ss -p` or psutil.net_connections(): both map every socket of the host to a process by
+scanning every /proc/*/fd on every call. Here the listening sockets come from a NETLINK_SOCK_DIAG
+dump filtered to LISTEN / unconnected UDP (as `ss -l` does; falling back to the text tables
+/proc/PID/net/{tcp,tcp6,udp,udp6}, which are also used for other network namespaces), and
+socket inodes are mapped to the tree's processes only when a listening inode appears that was
+not seen before. An idle service therefore costs four small netlink dumps per audit.
 
 "Listening" means: TCP sockets in LISTEN, and bound, unconnected UDP sockets (what `ss -lu`
 shows). Sockets of processes in another network namespace are read from that namespace's
@@ -13,8 +14,10 @@ tables (one reader per distinct netns of the tree).
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
+import struct
 import sys
 from dataclasses import dataclass, field
 from typing import Iterable
@@ -70,6 +73,68 @@ def read_tables(pid: int | str = "self") -> list[RawSocket]:
         except FileNotFoundError:  # IPv6 disabled: no tcp6/udp6 table
             continue
         out.extend(parse_table(text, name[:3], family))
+    return out
+
+
+# -- NETLINK_SOCK_DIAG: what `ss` uses. Reading /proc/net/tcp makes the kernel walk the whole
+# established-connections hash table (milliseconds even when it is empty: it is sized by RAM);
+# a sock_diag dump filtered to LISTEN only walks the listening sockets.
+_NETLINK_SOCK_DIAG = 4
+_SOCK_DIAG_BY_FAMILY = 20
+_NLM_F_REQUEST = 0x1
+_NLM_F_DUMP = 0x300
+_NLMSG_ERROR = 2
+_NLMSG_DONE = 3
+_ST_LISTEN = 10
+_ST_CLOSE = 7  # for UDP: bound and not connected
+_HDR = struct.Struct("=LHHLL")
+_DIAG_MSG_MIN = 72  # struct inet_diag_msg
+
+
+def _diag_request(family: int, protocol: int, states: int, seq: int) -> bytes:
+    body = struct.pack("=BBBxI", family, protocol, 0, states) + bytes(48)  # inet_diag_req_v2
+    return _HDR.pack(_HDR.size + len(body), _SOCK_DIAG_BY_FAMILY, _NLM_F_REQUEST | _NLM_F_DUMP, seq, 0) + body
+
+
+def _diag_dump(sock: socket.socket, proto: str, family: int, seq: int) -> list[RawSocket]:
+    af = socket.AF_INET if family == 4 else socket.AF_INET6
+    ipproto, state = (socket.IPPROTO_TCP, _ST_LISTEN) if proto == "tcp" else (socket.IPPROTO_UDP, _ST_CLOSE)
+    sock.send(_diag_request(af, ipproto, 1 << state, seq))
+    out: list[RawSocket] = []
+    alen = 4 if family == 4 else 16
+    while True:
+        data = sock.recv(65536)
+        off = 0
+        while off + _HDR.size <= len(data):
+            length, mtype, _flags, mseq, _pid = _HDR.unpack_from(data, off)
+            if length < _HDR.size:
+                return out
+            if mseq == seq:
+                if mtype == _NLMSG_DONE:
+                    return out
+                if mtype == _NLMSG_ERROR:
+                    err = -struct.unpack_from("=i", data, off + _HDR.size)[0]
+                    raise OSError(err, f"sock_diag: {os.strerror(err)}")
+                if mtype == _SOCK_DIAG_BY_FAMILY and length - _HDR.size >= _DIAG_MSG_MIN:
+                    m = off + _HDR.size
+                    port = struct.unpack_from("!H", data, m + 4)[0]
+                    addr = socket.inet_ntop(af, data[m + 8 : m + 8 + alen])
+                    inode = struct.unpack_from("=I", data, m + 68)[0]
+                    if port:
+                        out.append(RawSocket(proto, family, canonical_ip(addr), port, inode))
+            off += (length + 3) & ~3
+
+
+def diag_tables(sock: socket.socket) -> list[RawSocket]:
+    """Every listening socket of the caller's network namespace, via sock_diag."""
+    out: list[RawSocket] = []
+    for seq, (name, family) in enumerate(_TABLES, 1):
+        try:
+            out.extend(_diag_dump(sock, name[:3], family, seq))
+        except OSError as exc:
+            if exc.errno in (errno.EAFNOSUPPORT, errno.ENOENT, errno.EINVAL) and family == 6:
+                continue  # IPv6 disabled
+            raise
     return out
 
 
@@ -162,6 +227,8 @@ class TreeScanner:
     _ns_pids: list[int | str] = field(default_factory=lambda: ["self"])
     _names: dict[int, str] = field(default_factory=dict)
     _last_tree: float = float("-inf")
+    use_netlink: bool = True
+    _nl: socket.socket | None = None
 
     def scan(self, now: float, force: bool = False) -> Observation:
         if force or now - self._last_tree >= self.tree_refresh:
@@ -199,11 +266,30 @@ class TreeScanner:
         raw: list[RawSocket] = []
         for pid in self._ns_pids:
             try:
-                raw.extend(read_tables(pid))
+                raw.extend(self._read_own() if pid == "self" else read_tables(pid))
             except (ProcessLookupError, PermissionError, OSError):
                 if pid == "self":
                     raise
         return raw
+
+    def _read_own(self) -> list[RawSocket]:
+        """Our namespace: sock_diag when the kernel has it, else the /proc/net text tables."""
+        if self.use_netlink:
+            try:
+                if self._nl is None:
+                    self._nl = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC,
+                                             _NETLINK_SOCK_DIAG)
+                    self._nl.settimeout(2.0)
+                return diag_tables(self._nl)
+            except OSError:
+                self.use_netlink = False
+                self.close()
+        return read_tables("self")
+
+    def close(self) -> None:
+        if self._nl is not None:
+            self._nl.close()
+            self._nl = None
 
     def _map(self, live: set[int]) -> None:
         holders: dict[int, list[int]] = {}

@@ -29,13 +29,14 @@ class Probe:
 class Backoff:
     """Delay before probe number n (0-based): initial * factor**n, capped.
 
-    The cap bounds how late readiness is noticed (time-to-ready overhead), the growth keeps a
-    many-minute load from costing a busy loop.
+    The cap bounds how late readiness is noticed (time-to-ready overhead); a probe before
+    readiness is a refused connect (vLLM binds early, listens late), so 5 per second cost
+    next to nothing even during a many-minute load.
     """
 
     initial: float = 0.05
     factor: float = 1.5
-    cap: float = 0.5
+    cap: float = 0.2
 
     def delay(self, attempt: int) -> float:
         return min(self.cap, self.initial * (self.factor ** min(attempt, 64)))

