@@ -80,7 +80,7 @@ def _stop(proc: subprocess.Popen) -> None:
 
 def _wrapped(tmp: str) -> tuple[float, subprocess.Popen]:
     rpc = os.path.join(tmp, "rpc")
-    ns = NotifySocket(os.path.join(tmp, "notify"))
+    ns = NotifySocket(os.path.join(tmp, f"notify-{time.monotonic_ns()}"))
     doc = {"host": "127.0.0.1", "port": PORT_WRAPPED, "internal_ips": ["127.0.0.1", "::1"],
            "argv": _vllm_args(PORT_WRAPPED), "rpc_dir": rpc,
            "env": {**TINY_ENV, "VLLM_HOST_IP": "127.0.0.1", "GLOO_SOCKET_IFNAME": "lo",
