@@ -375,3 +375,13 @@ def test_hf_token_never_in_argv():
     plan = plan_for(["m", "--hf-token", "hf_secret"])
     assert "hf_secret" not in " ".join(plan.argv)
     assert plan.env["HF_TOKEN"] == "hf_secret" and "HF_TOKEN" in plan.secret_env
+
+
+def test_headless_follower_has_no_api_and_no_host_flag():
+    """A --headless follower runs no API server: no --host is added, the plan's API is
+    headless (the supervisor then needs no /health), and API rules do not apply."""
+    plan = plan_for(["m", "--nnodes", "2", "--node-rank", "1", "--headless", "--master-addr",
+                     "10.0.0.1"], policy=Policy(internal_iface="eth1"))
+    assert plan.api.headless and plan.decision == "start"
+    assert not any(a.startswith("--host") for a in plan.argv)
+    assert "VSL107" not in ids(plan)

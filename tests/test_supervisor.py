@@ -257,3 +257,25 @@ def test_watchdog_pings_only_while_health_answers_vsl624(tmp_path):
     p.send_signal(signal.SIGTERM)
     assert finish(p)[0] == 0
     ns.close()
+
+
+def test_headless_node_is_ready_after_a_clean_audit_without_health(tmp_path):
+    """--headless followers have no API server: READY=1 after the first clean audit, no /health
+    wait (it would never answer and the node would exit 75), continuous audit afterwards."""
+    ns = NotifySocket(str(tmp_path / "notify"))
+    doc = {
+        "host": None, "port": None, "headless": True,
+        "argv": fake_argv("--port", "18031", "--state", str(tmp_path / "state.json")),
+        "supervision": {"ready_timeout": 5, "stop_grace": 3,
+                        "report_path": str(tmp_path / "report.json")},
+        "rpc_dir": str(tmp_path / "rpc"),
+    }
+    p = start_launcher(write_plan(str(tmp_path / "plan.json"), doc),
+                       env={"NOTIFY_SOCKET": ns.path})
+    ready(tmp_path)
+    wait_for(lambda: ns.has("READY=1"), 5, what="READY=1")
+    p.send_signal(signal.SIGTERM)
+    code, _, err = finish(p)
+    assert code in (0, 128 + signal.SIGTERM), err  # the fake may not have its handler yet
+    assert "headless" in err and "waiting up to" not in err
+    ns.close()

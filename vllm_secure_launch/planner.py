@@ -47,7 +47,7 @@ def _child_values(ctx: Context, internal: InternalNet | None, gate: bool) -> dic
     """The vLLM options as the child gets them (a new dict; ctx.args stays untouched)."""
     values = dict(ctx.args.values)
     api = api_endpoint(ctx)
-    if api.uds is None:
+    if api.uds is None and not api.headless:
         values["host"] = api.host
     # Secrets never travel in argv: the key and the HF token move into the environment.
     values.pop("api_key", None)

@@ -300,6 +300,8 @@ class _Run:
             self.kill_all("the keeper did not exit", keeper_too=True)
 
     def status_detail(self) -> str:
+        if self.phase == "loading" and self.plan.api.headless:
+            return "starting headless engines"
         if self.phase == "loading":
             return f"waiting for GET {self.plan.api.url('/health')}"
         if self.phase == "serving":
@@ -315,6 +317,14 @@ class _Run:
                 f"EXTEND_TIMEOUT_USEC={int(min(EXTEND_BY, left + self.sv.stop_grace + 5) * 1e6)}",
                 f"STATUS=loading: waiting for vLLM to become healthy ({int(self.elapsed())} s)",
             )
+        if self.plan.api.headless:
+            # A headless node (--headless, --api-server-count 0) has no API server and so no
+            # /health: it counts as ready once started and its first audit is clean; the
+            # continuous audit then covers the listeners its engines open later.
+            self.ui.info("headless: no API server to wait for; ready after a clean audit",
+                         event="healthy", elapsed=round(self.elapsed(), 3))
+            self.on_healthy(self.clock())
+            return
         if now >= self.next_probe:
             result = readiness.probe(self.plan.api, timeout=min(2.0, max(0.2, self.ready_deadline - now)))
             if result.ok:
@@ -352,10 +362,15 @@ class _Run:
             if api.uds
             else f"curl {api.url('/v1/models')}"
         )
-        self.ui.info(
-            f"serving on {api.url()}; audit: {self.sv.audit}; try: {how} -H 'Authorization: Bearer $KEY'",
-            event="ready", url=api.url(), audit=self.sv.audit,
-        )
+        if api.headless:
+            self.ui.info(f"running headless; audit: {self.sv.audit}", event="ready",
+                         url=api.url(), audit=self.sv.audit)
+        else:
+            self.ui.info(
+                f"serving on {api.url()}; audit: {self.sv.audit}; try: {how} "
+                "-H 'Authorization: Bearer $KEY'",
+                event="ready", url=api.url(), audit=self.sv.audit,
+            )
         self.ready_sent = self.notifier.ready(f"serving on {api.url()}")
         self.next_audit = now + self.sv.audit_interval
         if self.wd_interval is not None:
@@ -372,7 +387,8 @@ class _Run:
         if self.next_watchdog is not None and now >= self.next_watchdog:
             interval = self.wd_interval or 1.0
             self.next_watchdog = now + interval
-            result = readiness.probe(self.plan.api, timeout=min(2.0, interval))
+            result = (readiness.Probe(True, 200, None) if self.plan.api.headless
+                      else readiness.probe(self.plan.api, timeout=min(2.0, interval)))
             if result.ok != self.health_ok:
                 self.health_ok = result.ok
                 if not result.ok:
@@ -680,11 +696,10 @@ def run(plan: Plan, ui: UI, environ: Mapping[str, str] | None = None) -> int:
     try:
         if not r.spawn():
             return r.exit_code()
-        r.ui.info(
-            f"started vLLM (keeper pid {r.keeper}); waiting up to {plan.supervision.ready_timeout:g} s "
-            f"for GET {plan.api.url('/health')}",
-            event="started", pid=r.keeper,
-        )
+        wait = ("headless, no API server" if plan.api.headless else
+                f"waiting up to {plan.supervision.ready_timeout:g} s for "
+                f"GET {plan.api.url('/health')}")
+        r.ui.info(f"started vLLM (keeper pid {r.keeper}); {wait}", event="started", pid=r.keeper)
         r.ready_deadline = r.t0 + plan.supervision.ready_timeout
         r.next_probe = r.clock() + r.backoff.delay(0)
         r.set_phase("loading")

@@ -14,7 +14,8 @@ from vllm_secure_launch.plan import ApiEndpoint, ExpectedListeners, Plan, Superv
 
 
 def plan_from_json(doc: dict) -> Plan:
-    api = ApiEndpoint(doc.get("host"), doc.get("port"), doc.get("uds"))
+    api = ApiEndpoint(doc.get("host"), doc.get("port"), doc.get("uds"),
+                      headless=doc.get("headless", False))
     expected = ExpectedListeners(api, tuple(doc.get("internal_ips", ())),
                                  doc.get("allow_loopback", True))
     env = dict(os.environ) if doc.get("inherit_env", True) else {}

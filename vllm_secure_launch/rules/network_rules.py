@@ -90,6 +90,8 @@ DEFAULT_PORT = 8000
 def api_endpoint(ctx: Context) -> ApiEndpoint:
     """Where the API will listen after the plan's changes (pure)."""
     tls = bool(ctx.args.get("ssl_keyfile") and ctx.args.get("ssl_certfile"))
+    if ctx.args.get("headless") or ctx.int_arg("api_server_count", 1) == 0:
+        return ApiEndpoint(None, None, headless=True)
     uds = ctx.args.get("uds")
     if uds:
         return ApiEndpoint(None, None, uds=str(uds), tls=tls)
@@ -116,6 +118,8 @@ def _local_ips(ctx: Context) -> set:
 
 def check_api(ctx: Context) -> list[Finding]:
     api = api_endpoint(ctx)
+    if api.headless:
+        return []
     if api.uds:
         return [UDS_API.finding("--uds", f"the API listens on unix:{api.uds}")]
     out: list[Finding] = []
