@@ -39,9 +39,6 @@ PORT_WRAPPED, PORT_BARE, PORT_FAKE = 18201, 18202, 18203
 
 
 def _model() -> str:
-    for p in (os.environ.get("VSL_TINY_MODEL"), "/root/.cache/vsl/tiny-model"):
-        if p and os.path.exists(os.path.join(p, "config.json")):
-            return p
     from tests.support.vllm_server import tiny_model_path
 
     return tiny_model_path()

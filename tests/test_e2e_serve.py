@@ -45,9 +45,6 @@ READY_TIMEOUT = 600
 
 
 def model_path() -> str:
-    for p in (os.environ.get("VSL_TINY_MODEL"), "/root/.cache/vsl/tiny-model"):
-        if p and os.path.exists(os.path.join(p, "config.json")):
-            return p
     from tests.support.vllm_server import tiny_model_path
 
     return tiny_model_path()

@@ -34,7 +34,9 @@ import pytest
 
 from tests._guard_venv import clean_env, make_venv
 
-MODEL = os.environ.get("VSL_TINY_MODEL", "/root/.cache/vsl/tiny-model")
+from tests.support.vllm_server import tiny_model_path  # noqa: E402
+
+MODEL = tiny_model_path()
 API_PORT, MASTER_PORT = 20500, 20501
 PRIV = ("10.79.0.1", "10.79.0.2")
 PUB = ("198.18.9.1", "198.18.9.2")

@@ -23,7 +23,8 @@ from vllm_secure_launch import vllm_flags as vf
 from vllm_secure_launch.errors import UsageError
 from vllm_secure_launch.serve_args import ServeArgs
 
-REFERENCE = Path("/work/shared/reference/vllm-serve-flags.txt")
+# shared/ lies beside the checkout (CI clones main with shared/ next to it).
+REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "vllm-serve-flags.txt"
 
 
 def P(*argv: str, files: dict[str, str] | None = None) -> ServeArgs:
@@ -516,9 +517,7 @@ def _vllm_python() -> str:
     vLLM is installed beside it (find_spec does not import it), else the project venv."""
     if os.environ.get("VSL_VLLM_PYTHON"):
         return os.environ["VSL_VLLM_PYTHON"]
-    if importlib.util.find_spec("vllm") is not None:
-        return sys.executable
-    return "/root/.cache/vsl/venv/bin/python"
+    return sys.executable
 
 
 VENV_PYTHON = _vllm_python()
