@@ -16,8 +16,6 @@ from __future__ import annotations
 import os
 import statistics
 import subprocess
-import sys
-import sysconfig
 import tempfile
 import time
 from pathlib import Path
@@ -31,15 +29,10 @@ TORCH_RUNS = 11
 
 
 def _venv(dest: Path, with_guard: bool) -> str:
-    base = getattr(sys, "_base_executable", None) or sys.executable
-    subprocess.run([base, "-m", "venv", "--without-pip", str(dest)], check=True,
-                   capture_output=True)
-    python = str(dest / "bin" / "python")
-    sp = Path(gi.site_packages_of(python))
-    (sp / "zz_vslts_shared.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    if with_guard:
-        gi.ensure_installed(python)
-    return python
+    # The same throwaway venv (sharing the project venv's packages) the guard's tests use.
+    from tests._guard_venv import make_venv
+
+    return make_venv(dest, install_guard=with_guard)
 
 
 def _time(python: str, code: str, env: dict[str, str]) -> float:

@@ -8,7 +8,6 @@ process never imports vllm) on a table of argv cases and compares dest by dest.
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import math
 import os

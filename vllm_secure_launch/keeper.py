@@ -53,8 +53,10 @@ def _say(text: str) -> None:
         pass
 
 
-def _children_map() -> dict[int, list[int]]:
-    out: dict[int, list[int]] = {}
+def ppid_map() -> dict[int, int]:
+    """pid -> ppid for every process (/proc/PID/stat; the comm may hold spaces and parens).
+    Shared with the launcher (procnet), which may import this stdlib-only module."""
+    out: dict[int, int] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -65,7 +67,14 @@ def _children_map() -> dict[int, list[int]]:
             continue
         rest = data[data.rfind(b")") + 2 :].split()
         if len(rest) > 1:
-            out.setdefault(int(rest[1]), []).append(int(entry))
+            out[int(entry)] = int(rest[1])
+    return out
+
+
+def _children_map() -> dict[int, list[int]]:
+    out: dict[int, list[int]] = {}
+    for pid, ppid in ppid_map().items():
+        out.setdefault(ppid, []).append(pid)
     return out
 
 
@@ -80,7 +89,7 @@ def descendants(root: int) -> list[int]:
     return out
 
 
-def _signal_all(pids: list[int], sig: int) -> None:
+def signal_all(pids: list[int], sig: int) -> None:
     for pid in pids:
         try:
             os.kill(pid, sig)
@@ -117,7 +126,7 @@ def _live(pids: list[int]) -> list[int]:
 def kill_tree(me: int, grace: float) -> None:
     """SIGTERM every descendant, wait up to `grace`, SIGKILL what is left, reap everything."""
     if grace > 0:
-        _signal_all(_live(descendants(me)), signal.SIGTERM)
+        signal_all(_live(descendants(me)), signal.SIGTERM)
         deadline = time.monotonic() + grace
         while _live(descendants(me)) and time.monotonic() < deadline:
             _reap()
@@ -126,7 +135,7 @@ def kill_tree(me: int, grace: float) -> None:
         left = _live(descendants(me))
         if not left:
             break
-        _signal_all(left, signal.SIGKILL)
+        signal_all(left, signal.SIGKILL)
         _reap()
         time.sleep(0.02)
     _reap()

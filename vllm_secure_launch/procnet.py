@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Iterable
 
 from .audit import Listener, canonical_ip
+from .keeper import ppid_map
 
 _TCP_LISTEN = "0A"
 _UDP_UNCONNECTED = "07"  # TCP_CLOSE in the UDP table: bound, not connected
@@ -156,27 +157,10 @@ def socket_inodes(pid: int) -> set[int]:
     return inodes
 
 
-def _ppid_map() -> dict[int, int]:
-    """pid -> ppid for every process (stdlib: /proc/PID/stat; the comm may hold spaces)."""
-    out: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as fh:
-                data = fh.read()
-        except OSError:
-            continue
-        rest = data[data.rfind(b")") + 2 :].split()
-        if len(rest) > 1:
-            out[int(entry)] = int(rest[1])
-    return out
-
-
 def descendants(root: int) -> list[int]:
     """Every descendant of `root`, parents before children (root excluded)."""
     children: dict[int, list[int]] = {}
-    for pid, ppid in _ppid_map().items():
+    for pid, ppid in ppid_map().items():
         children.setdefault(ppid, []).append(pid)
     out: list[int] = []
     todo = list(children.get(root, ()))

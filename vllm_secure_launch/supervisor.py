@@ -41,6 +41,7 @@ from .cli.ui import UI
 from .errors import LauncherError
 from .exitcodes import ExitCode
 from .findings import Finding, Severity
+from .keeper import signal_all
 from .plan import Plan
 from .rules import audit_rules as R
 from .sdnotify import Notifier, watchdog_interval
@@ -259,7 +260,7 @@ class _Run:
         if left:
             # The keeper is gone but something it did not catch is still ours: no process of
             # vLLM's tree may outlive the launcher.
-            _signal_all(left, signal.SIGKILL)
+            signal_all(left, signal.SIGKILL)
             self.reap()
             return False
         return True
@@ -509,13 +510,13 @@ class _Run:
             self.ui.warn(f"{why}: killing every process of vLLM's tree", event="kill")
         self.killed = True
         self.keeper_deadline = self.clock() + KEEPER_LAST
-        _signal_all([p for p in self.live_descendants() if p != self.keeper], signal.SIGKILL)
+        signal_all([p for p in self.live_descendants() if p != self.keeper], signal.SIGKILL)
         if keeper_too and self.keeper is not None and self.keeper_code is None:
             try:
                 os.killpg(self.keeper, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
-            _signal_all(self.live_descendants(), signal.SIGKILL)
+            signal_all(self.live_descendants(), signal.SIGKILL)
 
     def live_descendants(self) -> list[int]:
         return [p for p in procnet.descendants(os.getpid()) if not _is_zombie(p)]
@@ -649,14 +650,6 @@ def _drain(fd: int) -> list[int]:
         if not data:
             return out
         out.extend(data)
-
-
-def _signal_all(pids: list[int], sig: int) -> None:
-    for pid in pids:
-        try:
-            os.kill(pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
 
 
 def _is_zombie(pid: int) -> bool:
