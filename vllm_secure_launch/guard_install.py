@@ -305,7 +305,8 @@ def self_test(
 
 
 def _judge(python: str, data: Mapping[str, object], duration: float) -> SelfTestResult:
-    allowed = tuple(str(a) for a in data.get("allowed", ()) or ())  # type: ignore[union-attr]
+    raw = data.get("allowed") or ()
+    allowed = tuple(str(a) for a in raw) if isinstance(raw, (list, tuple)) else ()
     common = dict(
         python=python,
         torch_version=data.get("torch_version") if isinstance(data.get("torch_version"), str)

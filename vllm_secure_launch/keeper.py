@@ -98,7 +98,7 @@ def signal_all(pids: list[int], sig: int) -> None:
 
 
 def _reap() -> list[tuple[int, int]]:
-    out = []
+    out: list[tuple[int, int]] = []
     while True:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)

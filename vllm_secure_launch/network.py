@@ -120,7 +120,8 @@ def _iface_of(ip: str, interfaces: Mapping[str, tuple[IfAddr, ...]]) -> tuple[st
 def _pick(addrs: tuple[IfAddr, ...]) -> IfAddr | None:
     v4 = [a for a in addrs if ":" not in a.ip]
     v6 = [a for a in addrs if ":" in a.ip and classify(a.ip) != LINK_LOCAL]
-    return (v4 or v6 or [None])[0]
+    picked = v4 or v6
+    return picked[0] if picked else None
 
 
 def resolve_internal(
@@ -165,17 +166,16 @@ def resolve_internal(
             found = ", ".join(f"{a.ip} ({n})" for n, a in hits)
             raise ResolveError(f"several local addresses lie inside {value}: {found}",
                                "use a narrower CIDR, or name the interface or IP instead")
-        n, a = hits[0]
-        return InternalNet(a.ip, n, str(a.network), "cidr")
+        name, hit = hits[0]
+        return InternalNet(hit.ip, name, str(hit.network), "cidr")
     if parse_ip(value) is None:
         raise ResolveError(f"--internal-ip {value!r} is not an IP address",
                            "give a literal IPv4 or IPv6 address of this host")
-    found = _iface_of(value, interfaces)
-    if found is None:
+    owner = _iface_of(value, interfaces)
+    if owner is None:
         raise ResolveError(f"{value} is not an address of this host",
                            "give an address that `ip -br addr` shows on this node")
-    n, a = found
-    return InternalNet(str(parse_ip(value)), n, str(a.network), "ip")
+    return InternalNet(str(parse_ip(value)), owner[0], str(owner[1].network), "ip")
 
 
 def host_in(text: str, allowed: tuple[str, ...]) -> bool:

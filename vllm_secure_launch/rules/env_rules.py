@@ -140,15 +140,6 @@ SCRUB = ("HOST_IP", "VLLM_DP_MASTER_IP", "VLLM_DP_MASTER_PORT", "VLLM_DP_RANK", 
          "VLLM_DP_RANK_LOCAL")
 
 
-def dangerous_names(environ: dict[str, str] | object) -> list[str]:
-    """Every variable of `environ` that one of this family's refusal rules covers."""
-    names = []
-    for name in environ:  # type: ignore[attr-defined]
-        if name in PRESENCE or name.startswith(LOADER_PREFIXES):
-            names.append(name)
-    return sorted(names)
-
-
 def check_presence(ctx: Context) -> list[Finding]:
     out = []
     for name in sorted(ctx.environ):

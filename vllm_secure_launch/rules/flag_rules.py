@@ -96,7 +96,7 @@ SYSTEM_DIRS = ("/", "/etc", "/root", "/home", "/proc", "/sys", "/dev", "/var", "
                "/bin", "/sbin", "/lib", "/lib64", "/opt", "/run", "/tmp", "/srv", "/mnt")
 SAFE_BACKENDS = (None, "mp", "uni", "ray", "external_launcher")
 # dest -> value that means "not set" for the import-by-name flags
-IMPORT_FLAGS = {
+IMPORT_FLAGS: dict[str, tuple[object, ...]] = {
     "worker_cls": ("auto", ""),
     "worker_extension_cls": ("",),
     "scheduler_cls": (None, ""),
