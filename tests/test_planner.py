@@ -385,3 +385,22 @@ def test_headless_follower_has_no_api_and_no_host_flag():
     assert plan.api.headless and plan.decision == "start"
     assert not any(a.startswith("--host") for a in plan.argv)
     assert "VSL107" not in ids(plan)
+
+
+@pytest.mark.parametrize("extra,ok", [
+    ({"bootstrap_server_address": "10.0.0.9:8998"}, True),
+    ({"bootstrap_server_address": "192.0.2.9:8998"}, False),
+    ({"host_ip": "[fd00::9]:1"}, False),
+    ({"proxy_ip": "10.0.0.7"}, True),
+    ({"secondary_tiers": [{"type": "kvcr", "control_host": "0.0.0.0"}]}, False),
+])
+def test_kv_connector_hosts_must_be_internal(extra, ok):
+    """Hosts inside --kv-transfer-config (Mooncake bootstrap, MoRIIO, offload tiers) must lie in
+    the internal network (VSL113)."""
+    import json
+
+    cfg = {"kv_connector": "NixlConnector", "kv_role": "kv_both",
+           "kv_connector_extra_config": extra}
+    plan = plan_for(["m", "--kv-transfer-config", json.dumps(cfg)],
+                    policy=Policy(internal_iface="eth1"))
+    assert ("VSL113" not in blocking_ids(plan)) is ok, [f.to_dict() for f in plan.findings]

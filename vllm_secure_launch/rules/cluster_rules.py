@@ -58,14 +58,21 @@ def _addr_ok(ctx: Context, text: str) -> tuple[bool, str]:
     return False, f"{cls}, outside {internal.network}"
 
 
+def _host_of(value: str) -> str:
+    """The host of "HOST", "HOST:PORT", "[V6]:PORT" or "scheme://HOST:PORT"."""
+    rest = value.split("://", 1)[-1]
+    if rest.startswith("["):
+        return rest[1:].split("]", 1)[0]
+    if rest.count(":") == 1:  # HOST:PORT (a bare IPv6 address has several colons)
+        return rest.rsplit(":", 1)[0]
+    return rest
+
+
 def _hosts_in(value: Any, where: str) -> Iterator[tuple[str, str]]:
     if isinstance(value, dict):
         for k, v in value.items():
             if k in HOST_KEYS and isinstance(v, str) and v:
-                host = v.split("://", 1)[-1]
-                host = host[1:].split("]", 1)[0] if host.startswith("[") else host.rsplit(":", 1)[0] \
-                    if host.count(":") == 1 else host
-                yield f"{where}.{k}", host
+                yield f"{where}.{k}", _host_of(v)
             else:
                 yield from _hosts_in(v, f"{where}.{k}")
     elif isinstance(value, list):
