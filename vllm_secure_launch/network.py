@@ -144,8 +144,9 @@ def resolve_internal(
     if kind == "iface":
         if value not in interfaces:
             known = ", ".join(sorted(interfaces)) or "none"
-            raise ResolveError(f"interface {value!r} does not exist on this host (interfaces: {known})",
-                               "name an existing interface with --internal-iface/VSL_INTERNAL_IFACE")
+            raise ResolveError(
+                f"interface {value!r} does not exist on this host (interfaces: {known})",
+                "name an existing interface with --internal-iface/VSL_INTERNAL_IFACE")
         a = _pick(interfaces[value])
         if a is None:
             raise ResolveError(f"interface {value!r} has no usable IP address",

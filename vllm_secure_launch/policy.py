@@ -149,7 +149,8 @@ def read_policy_file(path: str) -> tuple[dict[str, Any], dict[str, str], dict[st
             continue
         if section == "gate":
             if not isinstance(body, dict):
-                raise PolicyFileError(f"{path}: [gate] must be a table", "", "see examples/policy.toml")
+                raise PolicyFileError(f"{path}: [gate] must be a table", "",
+                                      "see examples/policy.toml")
             gate = body
             continue
         if section not in by_section or not isinstance(body, dict):

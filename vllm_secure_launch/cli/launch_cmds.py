@@ -33,8 +33,8 @@ _OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
                                             "[VSL_INTERNAL_IP].")),
     (("--api-host", "api_host"), dict(metavar="IP", help="API address used when vLLM's --host is "
                                       "absent [VSL_API_HOST; default 127.0.0.1].")),
-    (("--allow-wildcard/--no-allow-wildcard", "allow_wildcard"), dict(default=None, help="Allow an "
-                                                                      "API on 0.0.0.0/:: [VSL_ALLOW_WILDCARD].")),
+    (("--allow-wildcard/--no-allow-wildcard", "allow_wildcard"),
+     dict(default=None, help="Allow an API on 0.0.0.0/:: [VSL_ALLOW_WILDCARD].")),
     (("--api-key-file", "api_key_file"), dict(metavar="PATH", help="File holding the API key, mode "
                                               "0600 [VSL_API_KEY_FILE].")),
     (("--dry-run/--no-dry-run", "dry_run"), dict(default=None, help="Print the plan and exit 0 "
@@ -43,9 +43,9 @@ _OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
                                   "format of dry-run/check [VSL_FORMAT].")),
     (("--report", "report"), dict(metavar="PATH", help="Also write the JSON report here "
                                   "[VSL_REPORT].")),
-    (("--vllm-command", "vllm_command"), dict(metavar="CMD", help="Command that starts vLLM's "
-                                              "serve, e.g. 'vllm-mindspore serve' [VSL_VLLM_COMMAND]; "
-                                              "default: vLLM of this Python environment.")),
+    (("--vllm-command", "vllm_command"),
+     dict(metavar="CMD", help="Command that starts vLLM's serve, e.g. 'vllm-mindspore serve' "
+          "[VSL_VLLM_COMMAND]; default: vLLM of this Python environment.")),
     (("--accelerator", "accelerator"), dict(type=click.Choice(["auto", "cuda", "ascend", "cpu"]),
                                             help="Accelerator platform [VSL_ACCELERATOR; auto].")),
     (("--ready-timeout", "ready_timeout"), dict(type=float, metavar="SECONDS", help="Wait this "

@@ -117,10 +117,12 @@ def check_shape(ctx: Context) -> list[Finding]:
         out.append(MULTINODE_PINNED.finding(
             "internal network", f"internal traffic pinned to {ctx.internal.ip} "
             f"({ctx.internal.iface}, {ctx.internal.network}) because: " + "; ".join(ctx.multinode)))
-    if "ray" in (ctx.args.get("distributed_executor_backend"), ctx.args.get("data_parallel_backend")):
+    backends = (ctx.args.get("distributed_executor_backend"), ctx.args.get("data_parallel_backend"))
+    if "ray" in backends:
         out.append(RAY_DAEMONS.finding("ray", "Ray's GCS, raylets and dashboard are not started "
                                               "by the launcher"))
-    if is_follower(ctx) and not (ctx.args.has("master_addr") or ctx.args.has("data_parallel_address")):
+    names_head = ctx.args.has("master_addr") or ctx.args.has("data_parallel_address")
+    if is_follower(ctx) and not names_head:
         out.append(FOLLOWER_NO_HEAD.finding("--master-addr", "this node is a follower but names "
                                                              "no head address"))
     return out

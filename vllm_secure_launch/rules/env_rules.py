@@ -117,7 +117,7 @@ PRESENCE: dict[str, Rule] = {
 }
 _WHY = {
     "VLLM_ALLOW_LONG_MAX_MODEL_LEN": "allows max_model_len beyond the model (NaNs, out-of-bounds)",
-    "VLLM_ENABLE_RESPONSES_API_STORE": "keeps every response in memory forever (leak, data exposure)",
+    "VLLM_ENABLE_RESPONSES_API_STORE": "keeps every response in memory forever (leak, exposure)",
     "VLLM_V1_USE_OUTLINES_CACHE": "unbounded on-disk cache, unsafe with untrusted users",
     "VLLM_SKIP_MODEL_NAME_VALIDATION": "accepts any model name",
     "VLLM_KEEP_ALIVE_ON_ENGINE_DEATH": "keeps the API up after the engine died",
@@ -187,8 +187,9 @@ def check_plugins(ctx: Context) -> list[Finding]:
     extra = [p for p in wanted if p not in ctx.policy.plugins]
     if not extra:
         return []
+    allowed = ", ".join(ctx.policy.plugins) or "none"
     return [PLUGINS.finding("VLLM_PLUGINS", f"VLLM_PLUGINS names {', '.join(extra)}, which the "
-                            f"policy does not allow (allowed: {', '.join(ctx.policy.plugins) or 'none'})")]
+                            f"policy does not allow (allowed: {allowed})")]
 
 
 def check_scrubbed(ctx: Context) -> list[Finding]:
