@@ -14,6 +14,7 @@ rows:
 from __future__ import annotations
 
 import json
+import statistics
 import os
 import signal
 import subprocess
@@ -216,15 +217,20 @@ def run() -> list[dict[str, Any]]:
                          "audit every 1 s"})
         finally:
             _stop(proc)
-        wrapped, proc = _wrapped(tmp)
-        wrapped_times.append(wrapped)
-        _stop(proc)
+        # Two more of each: one slow start on 2 shared cores must not decide the ratio.
         bare_times.append(_bare(tmp))
-        ratio = sum(wrapped_times) / sum(bare_times)
+        for _ in range(2):
+            wrapped, proc = _wrapped(tmp)
+            wrapped_times.append(wrapped)
+            _stop(proc)
+        bare_times.append(_bare(tmp))
+        ratio = statistics.median(wrapped_times) / statistics.median(bare_times)
         rows.append({"name": "supervisor.time_to_ready", "ratio": round(ratio, 3), "target": 1.03,
-                     "ok": ratio <= 1.03, "detail": "wrapped (launcher start -> READY=1 after the audit) "
-                     + "/".join(f"{t:.1f}" for t in wrapped_times) + " s, bare (vLLM CLI -> /health 200) "
-                     + "/".join(f"{t:.1f}" for t in bare_times) + " s, ABBA order"})
+                     "ok": ratio <= 1.03, "detail": "median wrapped (supervisor start -> READY=1 "
+                     "after the audit) " + "/".join(f"{t:.1f}" for t in wrapped_times)
+                     + " s vs median bare (vLLM CLI -> /health 200) "
+                     + "/".join(f"{t:.1f}" for t in bare_times) + " s; the CLI adds planning, "
+                     "preflight and the TCPStore-guard self-test (about 2 s) before this; order B W B W W B"})
     return rows
 
 
