@@ -112,3 +112,25 @@ def test_dry_run_never_imports_torch_or_vllm():
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert "HEAVY=" in r.stderr and r.stderr.rsplit("HEAVY=", 1)[1].strip() == "", r.stderr
+
+
+@pytest.mark.parametrize("args,env,code,needle", [
+    (("--vllm-command", "vllm 'serve", "--dry-run", "serve", "m"), {}, 2, "--vllm-command"),
+    (("--dry-run", "serve", "m"), {"VSL_VLLM_COMMAND": "a 'b"}, 2, "VSL_VLLM_COMMAND"),
+    (("--audit-interval", "0", "--dry-run", "serve", "m"), {}, 2, "audit_interval"),
+    (("--ready-timeout", "0", "--dry-run", "serve", "m"), {}, 2, "ready_timeout"),
+    (("--vllm-command", "/nonexistent/vllm serve", "serve", "m"), {}, 127, "was not found"),
+])
+def test_more_bad_input_is_a_clear_error(args, env, code, needle):
+    """Unbalanced quotes, a spinning audit interval and a missing vLLM command are clear errors
+    with their documented exit codes (2, 127) — never an internal error, nothing started."""
+    r = run(*args, env=env)
+    assert r.returncode == code, (r.stdout, r.stderr)
+    assert needle in r.stderr and "Traceback" not in r.stderr and "internal error" not in r.stderr
+
+
+def test_unknown_option_value_is_not_echoed_in_findings():
+    """A mistyped secret option (--api-keyy=VALUE) passes through, but reports name only it."""
+    r = run("--format", "json", "check", "m", "--api-keyy=SECRETVALUE")
+    assert r.returncode == 0
+    assert "SECRETVALUE" not in r.stdout and "--api-keyy" in r.stdout

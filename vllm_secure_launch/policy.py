@@ -48,6 +48,7 @@ SETTINGS: dict[str, tuple[str, str, Any, str]] = {
 
 # Policy file: the file's section names; [waivers] and [gate] have their own shapes.
 SECTIONS = ("launcher", "api", "network", "vllm")
+_POSITIVE = ("ready_timeout", "audit_interval")
 CHOICES = {
     "accelerator": ("auto", "cuda", "ascend", "cpu"),
     "audit": ("enforce", "warn", "off"),
@@ -255,9 +256,12 @@ def resolve(
         else:
             value, origin = default, "default"
         _check_choice(key, value, origin)
-        if kind == _FLOAT and value < 0:
-            raise PolicyFileError(f"{key} = {value} ({origin}) must not be negative", "",
-                                  "use a positive number of seconds")
+        if kind == _FLOAT and (value < 0 or (value == 0 and key in _POSITIVE)):
+            bound = "positive" if key in _POSITIVE else "zero or more"
+            raise PolicyFileError(
+                f"{key} = {value:g} ({origin}) must be {bound}",
+                "an audit every 0 s would spin, and a 0 s readiness wait can never succeed"
+                if key in _POSITIVE else "", "use a positive number of seconds")
         values[key] = value
         origins[key] = origin
     known = {f.name for f in fields(Policy)}

@@ -12,11 +12,12 @@ from typing import Any, Callable, Mapping, Sequence
 import click
 
 from .. import __version__
-from ..errors import LauncherError
+from ..errors import LauncherError, UsageError
 from ..exitcodes import ExitCode
 from ..findings import Finding, findings_json, render_sarif, render_text
 from ..plan import Plan
 from ..policy import Policy, policy_path, resolve
+from ..serve_args import ServeArgs
 
 SCHEMA_VERSION = 1
 
@@ -78,33 +79,50 @@ class LauncherOptions:
     def policy(self, environ: Mapping[str, str]) -> Policy:
         given = {k: v for k, v in self.cli.items() if k != "policy"}
         if isinstance(given.get("vllm_command"), str):
-            given["vllm_command"] = tuple(shlex.split(given["vllm_command"]))
-        return resolve(given, environ, policy_path(self.cli.get("policy"), environ))
+            given["vllm_command"] = _split_command("--vllm-command", given["vllm_command"])
+        env = dict(environ)
+        if "VSL_VLLM_COMMAND" in env:
+            # VSL_VLLM_COMMAND is a shell-like command line, not a comma list.
+            env["VSL_VLLM_COMMAND"] = ",".join(_split_command("VSL_VLLM_COMMAND",
+                                                              env["VSL_VLLM_COMMAND"]))
+        return resolve(given, env, policy_path(self.cli.get("policy"), environ))
 
 
-def _env_vllm_command(environ: Mapping[str, str]) -> dict[str, str]:
-    # VSL_VLLM_COMMAND is a shell-like command line, not a comma list.
-    env = dict(environ)
-    if "VSL_VLLM_COMMAND" in env:
-        env["VSL_VLLM_COMMAND"] = ",".join(shlex.split(env["VSL_VLLM_COMMAND"]))
-    return env
+def _split_command(where: str, text: str) -> tuple[str, ...]:
+    try:
+        return tuple(shlex.split(text))
+    except ValueError as exc:
+        raise UsageError(f"{where} {text!r} is not a valid command line ({exc})",
+                         "it is split like a shell would split it",
+                         "balance the quotes, e.g. --vllm-command 'vllm-mindspore serve'") from None
 
 
 # ---------------------------------------------------------------------------------------------
 # Plan building (edge: reads the host, then calls the pure planner)
 
 
-def make_plan(opts: LauncherOptions, vllm_args: Sequence[str], environ: Mapping[str, str]) -> Plan:
+@dataclass(frozen=True)
+class Planned:
+    """What the edge read and the planner decided, handed on to the serve path."""
+
+    plan: Plan
+    policy: Policy
+    args: ServeArgs
+
+
+def make_plan(opts: LauncherOptions, vllm_args: Sequence[str],
+              environ: Mapping[str, str]) -> Planned:
     from .. import host as host_mod
     from .. import vllm_flags
     from ..planner import build_plan
 
-    policy = opts.policy(_env_vllm_command(environ))
+    policy = opts.policy(environ)
     args = vllm_flags.parse(list(vllm_args))
     facts = host_mod.collect(environ, policy.api_key_file, policy.runtime_dir,
                              policy.allowed_media_dirs)
     accelerator = _accelerator(policy, environ)
-    return build_plan(args, environ, policy, facts, accelerator=accelerator)
+    plan = build_plan(args, environ, policy, facts, accelerator=accelerator)
+    return Planned(plan, policy, args)
 
 
 def _accelerator(policy: Policy, environ: Mapping[str, str]) -> str:
@@ -200,15 +218,14 @@ _PASS = {"ignore_unknown_options": True, "allow_interspersed_args": False}
 def serve(opts: LauncherOptions, vllm_args: tuple[str, ...]) -> int:
     """Check, plan and start `vllm serve VLLM_ARGS...`: the same arguments you would give
     `vllm serve`. Launcher options go before `serve`."""
-    environ = dict(os.environ)
-    plan = make_plan(opts, vllm_args, environ)
-    policy = opts.policy(_env_vllm_command(environ))
+    planned = make_plan(opts, vllm_args, dict(os.environ))
+    plan, policy = planned.plan, planned.policy
     if policy.dry_run:
         emit_plan(plan, policy.format, policy.report or None)
         return ExitCode.REFUSED if plan.refused else ExitCode.OK
     from .serve_run import run_serve
 
-    return run_serve(plan, policy, environ, vllm_args)
+    return run_serve(planned)
 
 
 @click.command("check", context_settings=_PASS)
@@ -216,9 +233,8 @@ def serve(opts: LauncherOptions, vllm_args: tuple[str, ...]) -> int:
 @click.pass_obj
 def check(opts: LauncherOptions, vllm_args: tuple[str, ...]) -> int:
     """Findings only for `vllm serve VLLM_ARGS...`: exit 0 (would start) or 78 (refused)."""
-    environ = dict(os.environ)
-    plan = make_plan(opts, vllm_args, environ)
-    policy = opts.policy(_env_vllm_command(environ))
+    planned = make_plan(opts, vllm_args, dict(os.environ))
+    plan, policy = planned.plan, planned.policy
     emit_plan(plan, policy.format, policy.report or None, findings_only=True)
     return ExitCode.REFUSED if plan.refused else ExitCode.OK
 

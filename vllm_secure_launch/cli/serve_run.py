@@ -16,6 +16,8 @@ from ..findings import Finding, apply_waivers, blocking, format_finding_text
 from ..plan import Plan
 from ..planner import default_command
 from ..policy import Policy
+from ..serve_args import ServeArgs
+from .launch_cmds import Planned
 
 
 def _say(plan: Plan, text: str) -> None:
@@ -28,10 +30,11 @@ def _show(findings: Sequence[Finding]) -> None:
             click.echo(("vllm-secure-launch: " if i == 0 else "    ") + line.strip(), err=True)
 
 
-def run_serve(plan: Plan, policy: Policy, environ: Mapping[str, str],
-              vllm_args: Sequence[str]) -> int:
+def run_serve(planned: Planned) -> int:
+    from .. import supervisor
     from .launch_cmds import plan_document, write_report
 
+    plan, policy = planned.plan, planned.policy
     if plan.refused:
         _show([f for f in plan.findings if f.blocking])
         _say(plan, "refused by policy; nothing was started (exit 78). "
@@ -40,8 +43,10 @@ def run_serve(plan: Plan, policy: Policy, environ: Mapping[str, str],
             write_report(policy.report, plan_document(plan))
         return ExitCode.REFUSED
     _show([f for f in plan.findings if f.severity.label != "info" or f.waived])
+    # A missing or non-executable vLLM command: 127 / 126 before any other work.
+    supervisor.resolve_command(plan.argv, plan.env)
 
-    plan, pre_findings = _preflight(plan, policy, environ, vllm_args)
+    plan, pre_findings = _preflight(plan, policy, planned.args)
     if blocking(pre_findings):
         _show(blocking(pre_findings))
         _say(plan, "accelerator preflight failed; nothing was started (exit 69)")
@@ -54,18 +59,15 @@ def run_serve(plan: Plan, policy: Policy, environ: Mapping[str, str],
         return ExitCode.REFUSED
     _show([f for f in guard_findings if f.severity.label != "info"])
 
-    from .. import supervisor
     from .ui import make_ui
 
     ui = make_ui(plan.supervision.log_format)
     return supervisor.run(plan, ui)
 
 
-def _preflight(plan: Plan, policy: Policy, environ: Mapping[str, str],
-               vllm_args: Sequence[str]) -> tuple[Plan, list[Finding]]:
-    from .. import preflight, vllm_flags
+def _preflight(plan: Plan, policy: Policy, args: ServeArgs) -> tuple[Plan, list[Finding]]:
+    from .. import preflight
 
-    args = vllm_flags.parse(list(vllm_args))
     # Judge the environment vLLM will actually get, not the launcher's own.
     report = preflight.run_for_serve(args, plan.env, plan.accelerator)
     findings = apply_waivers(report.findings, policy.waivers)

@@ -24,8 +24,10 @@ RULES = (RULE_CRASHED, UNKNOWN_FLAG, PARSER_NOTE)
 
 
 def check_parser(ctx: Context) -> list[Finding]:
-    out = [UNKNOWN_FLAG.finding(tok, f"{tok} is not a vLLM 0.32 serve option; passed through")
-           for tok in ctx.args.unknown if tok.startswith("-")]
+    # Only the option's name: a mistyped secret option (--api-keyy=KEY) must not reach a report.
+    names = [tok.split("=", 1)[0] for tok in ctx.args.unknown if tok.startswith("-")]
+    out = [UNKNOWN_FLAG.finding(name, f"{name} is not a vLLM 0.32 serve option; passed through")
+           for name in names]
     out.extend(PARSER_NOTE.finding("argv", note) for note in ctx.args.notes)
     return out
 
