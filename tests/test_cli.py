@@ -134,3 +134,13 @@ def test_unknown_option_value_is_not_echoed_in_findings():
     r = run("--format", "json", "check", "m", "--api-keyy=SECRETVALUE")
     assert r.returncode == 0
     assert "SECRETVALUE" not in r.stdout and "--api-keyy" in r.stdout
+
+
+def test_unusable_runtime_dir_refuses_before_start(tmp_path):
+    """A private run directory that cannot be created refuses the start (78) with the knob to
+    change; nothing is started."""
+    r = run("--audit", "off", "serve", "/nonexistent-model",
+            env={"VSL_RUNTIME_DIR": "/proc/no-such-dir", "VSL_TCPSTORE_GUARD": "0",
+                 "VSL_ACCELERATOR": "cpu", "VLLM_CPU_KVCACHE_SPACE": "1"})
+    assert r.returncode == 78, r.stderr
+    assert "VSL_RUNTIME_DIR" in r.stderr and "Traceback" not in r.stderr

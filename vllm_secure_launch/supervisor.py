@@ -103,7 +103,8 @@ def make_private_dir(path: str) -> None:
             raise LauncherError(
                 f"the private RPC directory {path} is not a directory owned by this user",
                 "vLLM's internal sockets would be reachable by its owner",
-                "remove it or choose another --rpc-dir / TMPDIR",
+                "remove it, or choose another parent with VSL_RUNTIME_DIR ([launcher] "
+                "runtime_dir in the policy)",
                 code=ExitCode.REFUSED,
             )
         os.chmod(path, 0o700)
@@ -111,8 +112,9 @@ def make_private_dir(path: str) -> None:
         raise LauncherError(
             f"cannot create the private RPC directory {path}: {exc.strerror}",
             "vLLM's internal ipc:// sockets need a private directory",
-            "make its parent writable or choose another directory",
-            code=ExitCode.INTERNAL,
+            "make its parent writable, or choose another parent with VSL_RUNTIME_DIR "
+            "([launcher] runtime_dir in the policy)",
+            code=ExitCode.REFUSED,
         ) from None
 
 
