@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from vllm_secure_launch.gate import EndpointGate
+from vllm_secure_launch.gate.middleware import EndpointGate
 
 
 class ABGate:

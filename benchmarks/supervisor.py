@@ -14,9 +14,9 @@ rows:
 from __future__ import annotations
 
 import json
-import statistics
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -28,11 +28,16 @@ if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
 from tests.support.supervised import (  # noqa: E402
-    NotifySocket, alive, descendants, fake_argv, wait_for, write_plan,
+    NotifySocket,
+    alive,
+    descendants,
+    fake_argv,
+    wait_for,
+    write_plan,
 )
-from vllm_secure_launch import procnet  # noqa: E402
-from vllm_secure_launch.readiness import probe  # noqa: E402
-from vllm_secure_launch.plan import ApiEndpoint  # noqa: E402
+from vllm_secure_launch.plan.model import ApiEndpoint  # noqa: E402
+from vllm_secure_launch.supervise import listeners as procnet  # noqa: E402
+from vllm_secure_launch.supervise.readiness import probe  # noqa: E402
 
 TINY_ENV = {"HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_NO_USAGE_STATS": "1",
             "DO_NOT_TRACK": "1"}
@@ -46,7 +51,7 @@ def _model() -> str:
 
 
 def _vllm_args(port: int) -> list[str]:
-    return [sys.executable, "-m", "vllm_secure_launch.vllm_entry", "serve", _model(),
+    return [sys.executable, "-m", "vllm_secure_launch.supervise.entry", "serve", _model(),
             "--host", "127.0.0.1", "--port", str(port), "--max-model-len", "256"]
 
 

@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from vllm_secure_launch import guard_install as gi
+from vllm_secure_launch.guard import install as gi
 
 from .common import row
 

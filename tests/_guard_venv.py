@@ -15,7 +15,7 @@ import sysconfig
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from vllm_secure_launch import guard_install as gi
+from vllm_secure_launch.guard import install as gi
 
 SCENARIOS = str(Path(__file__).with_name("_tcpstore_scenarios.py"))
 

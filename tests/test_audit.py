@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from vllm_secure_launch.audit import Listener, compare, judge, unavailable
 from vllm_secure_launch.findings import Severity
-from vllm_secure_launch.plan import ApiEndpoint, ExpectedListeners
+from vllm_secure_launch.plan.model import ApiEndpoint, ExpectedListeners
 from vllm_secure_launch.rules.audit_rules import RULES
+from vllm_secure_launch.supervise.audit import Listener, compare, judge, unavailable
 
 API = ApiEndpoint("10.0.0.5", 8000)
 EXP = ExpectedListeners(API, ("10.0.0.5",), allow_loopback=True)

@@ -30,7 +30,14 @@ import time
 import pytest
 
 from tests.support.supervised import (
-    REPO, RUN_PLAN, NotifySocket, alive, descendants, read_json, status_field, wait_for,
+    REPO,
+    RUN_PLAN,
+    NotifySocket,
+    alive,
+    descendants,
+    read_json,
+    status_field,
+    wait_for,
     write_plan,
 )
 
@@ -101,7 +108,7 @@ def start(tmp_path, port: int, audit: str = "enforce", plugin: bool = False) -> 
         if plugin:
             child_env["PYTHONPATH"] = env["PYTHONPATH"]
         doc = {"host": "127.0.0.1", "port": port, "internal_ips": ["127.0.0.1", "::1"],
-               "argv": [sys.executable, "-m", "vllm_secure_launch.vllm_entry", "serve", *vllm_args],
+               "argv": [sys.executable, "-m", "vllm_secure_launch.supervise.entry", "serve", *vllm_args],
                "env": child_env, "rpc_dir": rpc,
                "supervision": {"ready_timeout": READY_TIMEOUT, "audit": audit, "stop_grace": 20,
                                "report_path": report}}

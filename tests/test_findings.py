@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import json
 
-from vllm_secure_launch.findings import (Finding, Severity, apply_waivers, blocking,
-                                         findings_json, render_sarif, render_text)
+from vllm_secure_launch.findings import (
+    Finding,
+    Severity,
+    apply_waivers,
+    blocking,
+    findings_json,
+    render_sarif,
+    render_text,
+)
 
 F1 = Finding("VSL101", Severity.ERROR, "--host", "wildcard", "use 127.0.0.1")
 F2 = Finding("VSL902", Severity.INFO, "--x", "unknown", "check spelling")

@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-from vllm_secure_launch import gate, gate_config
 from vllm_secure_launch.errors import PolicyFileError
+from vllm_secure_launch.gate import middleware as gate
+from vllm_secure_launch.plan import gate as gate_config
 from vllm_secure_launch.rules import gate_rules
 
 KEYENV = {"VLLM_API_KEY": "k"}
@@ -22,8 +23,8 @@ def test_defaults_give_config_env_and_middleware_last() -> None:
     assert set(env) == {"VSL_GATE_CONFIG"}
     assert json.loads(env["VSL_GATE_CONFIG"]) == {"version": 1}
     assert gate_config.middleware_args(None) == ("--middleware",
-                                                  "vllm_secure_launch.gate.EndpointGate")
-    assert gate_config.MIDDLEWARE == "vllm_secure_launch.gate.EndpointGate"
+                                                  "vllm_secure_launch.gate.middleware.EndpointGate")
+    assert gate_config.MIDDLEWARE == "vllm_secure_launch.gate.middleware.EndpointGate"
     assert gate_config.findings(None, KEYENV) == []
 
 

@@ -3,7 +3,7 @@
 
 Two servers per module, started in parallel (about 75-150 s on 2 cores):
 * gated: `vllm-secure-launch --api-key-file F serve --model TINY ... --root-path /api`, i.e.
-  behind the launcher, which adds `--middleware vllm_secure_launch.gate.EndpointGate` and puts
+  behind the launcher, which adds `--middleware vllm_secure_launch.gate.middleware.EndpointGate` and puts
   the key in VLLM_API_KEY. With VSL_GATE_E2E_BARE=1 the gated server is a bare vLLM started
   with that middleware and env instead (isolates the gate from the launcher);
 * bare: `--api-key KEY`, vLLM's own check alone.
@@ -23,12 +23,17 @@ from typing import Iterator
 
 import pytest
 
-from vllm_secure_launch import routes
-from vllm_secure_launch.gate_config import MIDDLEWARE
+from vllm_secure_launch.plan.gate import MIDDLEWARE
+from vllm_secure_launch.surface import routes
 
 from .gate_cases import BODY, KEY, VARIANTS, WRONG, Variant
-from .support.vllm_server import (TINY_ENV, BareServer, start_bare_vllm, tiny_model_path,
-                                  wait_healthy)
+from .support.vllm_server import (
+    TINY_ENV,
+    BareServer,
+    start_bare_vllm,
+    tiny_model_path,
+    wait_healthy,
+)
 
 pytestmark = pytest.mark.e2e
 

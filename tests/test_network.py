@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from vllm_secure_launch.network import (IfAddr, ResolveError, classify, resolve_internal)
+from vllm_secure_launch.addresses import IfAddr, ResolveError, classify, resolve_internal
 
 IF = {"lo": (IfAddr("127.0.0.1", 8),), "eth1": (IfAddr("10.0.0.5", 24),),
       "eth2": (IfAddr("10.1.0.5", 24),), "v6": (IfAddr("fe80::1", 64), IfAddr("fd00::5", 64))}

@@ -9,11 +9,11 @@ import dataclasses
 
 import pytest
 
-from vllm_secure_launch import vllm_flags
-from vllm_secure_launch.host import HostFacts, SecretFile
-from vllm_secure_launch.network import IfAddr
-from vllm_secure_launch.planner import GATE_MIDDLEWARE, build_plan
-from vllm_secure_launch.policy import Policy
+from vllm_secure_launch.addresses import IfAddr
+from vllm_secure_launch.config.policy import Policy
+from vllm_secure_launch.host.facts import HostFacts, SecretFile
+from vllm_secure_launch.plan.build import GATE_MIDDLEWARE, build_plan
+from vllm_secure_launch.surface import flags as vllm_flags
 
 IFACES = {
     "lo": (IfAddr("127.0.0.1", 8), IfAddr("::1", 128)),

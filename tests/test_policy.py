@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from vllm_secure_launch.config.policy import Policy, policy_path, resolve
 from vllm_secure_launch.errors import PolicyFileError
-from vllm_secure_launch.policy import Policy, policy_path, resolve
 
 
 def write(tmp_path, text):

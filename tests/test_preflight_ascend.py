@@ -13,13 +13,22 @@ from pathlib import Path
 
 import pytest
 
-from tests.fakes.hosts import (ascend_dev, ascend_root, make_dev, make_dist, npu_smi_bin,
-                               npu_smi_calls)
+from tests.fakes.hosts import (
+    ascend_dev,
+    ascend_root,
+    make_dev,
+    make_dist,
+    npu_smi_bin,
+    npu_smi_calls,
+)
 from vllm_secure_launch.findings import Severity
 from vllm_secure_launch.preflight import HostView, PreflightRequest, run
-from vllm_secure_launch.preflight.ascend import (parse_npu_smi_info, parse_npu_smi_mapping,
-                                                 parse_visible)
-from vllm_secure_launch.serve_args import ServeArgs
+from vllm_secure_launch.preflight.ascend import (
+    parse_npu_smi_info,
+    parse_npu_smi_mapping,
+    parse_visible,
+)
+from vllm_secure_launch.surface.args import ServeArgs
 
 FAKES = Path(__file__).resolve().parent / "fakes" / "npu_smi"
 ASCEND = (("vllm", "0.11.0"), ("vllm-ascend", "0.11.0rc1"))

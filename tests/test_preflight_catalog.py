@@ -6,7 +6,7 @@ import pathlib
 import re
 
 from vllm_secure_launch.preflight import RULES
-from vllm_secure_launch.preflight.catalog import rule
+from vllm_secure_launch.rules.preflight_rules import rule
 
 TESTS = pathlib.Path(__file__).parent
 

@@ -13,7 +13,7 @@ from tests.fakes.hosts import cpu_sys, make_dist
 from vllm_secure_launch.findings import Severity
 from vllm_secure_launch.preflight import HostView, PreflightRequest, run
 from vllm_secure_launch.preflight.cpu import memory
-from vllm_secure_launch.serve_args import ServeArgs
+from vllm_secure_launch.surface.args import ServeArgs
 
 KB_PER_GIB = 1024 * 1024
 

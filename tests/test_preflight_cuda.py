@@ -15,12 +15,19 @@ from pathlib import Path
 import pytest
 
 from tests.fakes.hosts import make_dev, make_dist
-from tests.fakes.nvml import (GIB, NVML_COMPUTEMODE_PROHIBITED, NVML_ERROR_LIBRARY_NOT_FOUND,
-                              FakeGpu, FakeMig, FakeNVML, h100s)
+from tests.fakes.nvml import (
+    GIB,
+    NVML_COMPUTEMODE_PROHIBITED,
+    NVML_ERROR_LIBRARY_NOT_FOUND,
+    FakeGpu,
+    FakeMig,
+    FakeNVML,
+    h100s,
+)
 from vllm_secure_launch.findings import Severity
 from vllm_secure_launch.preflight import HostView, PreflightRequest, run
-from vllm_secure_launch.preflight.cuda import _Nvml, parse_visible_devices, _enumerate
-from vllm_secure_launch.serve_args import ServeArgs
+from vllm_secure_launch.preflight.cuda import _enumerate, _Nvml, parse_visible_devices
+from vllm_secure_launch.surface.args import ServeArgs
 
 UNUSED_PID = 4194399  # above Linux's largest pid_max: psutil cannot know it
 

@@ -10,7 +10,7 @@ import pytest
 
 from tests.fakes.hosts import make_dev, make_dist
 from vllm_secure_launch.preflight import HostView, detect, run_for_serve
-from vllm_secure_launch.serve_args import ServeArgs
+from vllm_secure_launch.surface.args import ServeArgs
 
 
 def host(tmp_path, engines=(), dev=()):

@@ -10,7 +10,7 @@ import pytest
 from vllm_secure_launch.errors import UsageError
 from vllm_secure_launch.preflight import DEFAULT_MEMORY_FRACTION, PreflightRequest
 from vllm_secure_launch.preflight.request import local_device_count
-from vllm_secure_launch.serve_args import ServeArgs
+from vllm_secure_launch.surface.args import ServeArgs
 
 
 def req(values: dict, environ: dict | None = None, accelerator: str | None = None,

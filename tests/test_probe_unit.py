@@ -14,11 +14,12 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from vllm_secure_launch import probe, routes
 from vllm_secure_launch.cli import probe_cmd
 from vllm_secure_launch.errors import UsageError
-from vllm_secure_launch.gate import EndpointGate
-from vllm_secure_launch.probe import ABSENT, KEY, OPEN, UNCLEAR, Response
+from vllm_secure_launch.gate import probe
+from vllm_secure_launch.gate.middleware import EndpointGate
+from vllm_secure_launch.gate.probe import ABSENT, KEY, OPEN, UNCLEAR, Response
+from vllm_secure_launch.surface import routes
 
 K = "probe-key"
 GUARDED = ("/v1", "/v2", "/inference", "/cohere")

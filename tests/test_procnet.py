@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 
-from vllm_secure_launch import procnet
+from vllm_secure_launch.supervise import listeners as procnet
 
 TCP4 = """  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
    0: 0100007F:4650 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1111 1 0 100 0 0 10 0

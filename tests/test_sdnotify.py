@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import socket
 
-from vllm_secure_launch.sdnotify import Notifier, socket_address, watchdog_interval
+from vllm_secure_launch.supervise.sdnotify import Notifier, socket_address, watchdog_interval
 
 
 def _recv(sock):

@@ -21,8 +21,15 @@ import time
 import pytest
 
 from tests.support.supervised import (
-    NotifySocket, alive, descendants, fake_argv, read_json, start_launcher, status_field,
-    wait_for, write_plan,
+    NotifySocket,
+    alive,
+    descendants,
+    fake_argv,
+    read_json,
+    start_launcher,
+    status_field,
+    wait_for,
+    write_plan,
 )
 
 PY = sys.executable

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from vllm_secure_launch import vllm_entry
+from vllm_secure_launch.supervise import entry as vllm_entry
 
 
 def test_fallback_answers_vllm_from_the_distribution_that_provides_it(monkeypatch):
@@ -33,17 +33,19 @@ def test_upstream_name_is_untouched():
 
 def test_import_does_no_work_and_imports_neither_vllm_nor_the_launcher():
     code = ("import sys, importlib.metadata as md; v = md.version;"
-            "import vllm_secure_launch.vllm_entry;"
+            "import vllm_secure_launch.supervise.entry;"
             "assert md.version is v; "
             "bad = [m for m in sys.modules if m.split('.')[0] in ('vllm', 'torch', 'click', 'psutil')"
-            " or m.startswith('vllm_secure_launch.') and m != 'vllm_secure_launch.vllm_entry'];"
+            " or m.startswith('vllm_secure_launch.') and m not in ("
+            "'vllm_secure_launch.supervise.entry', 'vllm_secure_launch.supervise')];"
+            "import vllm_secure_launch.supervise as s; assert not vars(s).get('__all__');"
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
 @pytest.mark.e2e
 def test_real_vllm_cli_starts_through_the_entry():
-    out = subprocess.run([sys.executable, "-m", "vllm_secure_launch.vllm_entry", "--version"],
+    out = subprocess.run([sys.executable, "-m", "vllm_secure_launch.supervise.entry", "--version"],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().startswith("0.32.0")

@@ -7,8 +7,8 @@ import io
 import json
 import os
 
-from vllm_secure_launch.cli.ui import PREFIX, UI
 from vllm_secure_launch.rules.audit_rules import WILDCARD_LISTENER
+from vllm_secure_launch.supervise.ui import PREFIX, UI
 
 
 def test_text_lines_are_prefixed_and_findings_carry_id_and_fix():

@@ -14,11 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from vllm_secure_launch import guard_install as gi
-from vllm_secure_launch import tcpstore_guard as tg
 from vllm_secure_launch.findings import Severity
+from vllm_secure_launch.guard import hook as tg
+from vllm_secure_launch.guard import install as gi
 from vllm_secure_launch.rules import guard_rules as gr
-
 
 # --------------------------------------------------------------------------------------------
 # allowed set

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests._guard_venv import SCENARIOS, clean_env, make_venv, run_py
-from vllm_secure_launch import guard_install as gi
+from vllm_secure_launch.guard import install as gi
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("torch") is None, reason="torch is not installed in this venv"
@@ -226,17 +226,17 @@ def test_install_after_torch_import_patches_in_place(venv_python):
 
 
 def _plan(python: str, env: dict, opts=(), internal=("127.0.0.1",), loopback=True):
-    from vllm_secure_launch.plan import ApiEndpoint, ExpectedListeners, Plan
+    from vllm_secure_launch.plan.model import ApiEndpoint, ExpectedListeners, Plan
 
     api = ApiEndpoint("127.0.0.1", 20260)
-    return Plan(decision="start", argv=(python, *opts, "-m", "vllm_secure_launch.vllm_entry",
+    return Plan(decision="start", argv=(python, *opts, "-m", "vllm_secure_launch.supervise.entry",
                                         "serve", "m"),
                 env=env, env_set={}, env_removed=(), secret_env=frozenset(), api=api,
                 expected=ExpectedListeners(api, tuple(internal), loopback), findings=())
 
 
 def test_prepare_installs_and_self_tests_a_plan(tmp_path):
-    """guard_install.prepare(plan), as cli/serve_run.py calls it: installs the hook into the
+    """guard_install.prepare(plan), as pipeline.py calls it: installs the hook into the
     plan's interpreter's environment (fresh venv here) and passes the self-test."""
     python = make_venv(tmp_path / "fresh", install_guard=False)
     env = clean_env({"VSL_TCPSTORE_ALLOWED": "127.0.0.1,::1"})

@@ -33,7 +33,6 @@ from pathlib import Path
 import pytest
 
 from tests._guard_venv import clean_env, make_venv
-
 from tests.support.vllm_server import tiny_model_path  # noqa: E402
 
 MODEL = tiny_model_path()
@@ -280,7 +279,7 @@ def test_through_the_launcher_every_listener_is_private_and_the_audit_is_clean(t
     launcher installs and self-tests the hook in vLLM's environment and sets the plan's env;
     every listener of both nodes is on its private address, none answers through the public
     one, and node 0's post-start audit is clean."""
-    from vllm_secure_launch import guard_install as gi
+    from vllm_secure_launch.guard import install as gi
 
     key = "vslts-two-node-test-key-0123456789"
     key_file = tmp_path / "api.key"

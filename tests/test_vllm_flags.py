@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
-from vllm_secure_launch import vllm_flags as vf
 from vllm_secure_launch.errors import UsageError
-from vllm_secure_launch.serve_args import ServeArgs
+from vllm_secure_launch.surface import flags as vf
+from vllm_secure_launch.surface.args import ServeArgs
 
 # shared/ lies beside the checkout (CI clones main with shared/ next to it).
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "vllm-serve-flags.txt"
@@ -445,14 +445,14 @@ def test_to_argv_values_starting_with_dash():
 def test_planner_helpers():
     got = P("m", "--api-key", "k", "--host", "0.0.0.0")
     changed = vf.with_values(vf.without(got, "api_key"), host="127.0.0.1",
-                             middleware=["vllm_secure_launch.gate.Gate"], port=8001)
+                             middleware=["vllm_secure_launch.gate.middleware.Gate"], port=8001)
     assert "api_key" not in changed.values
     assert changed.origins["host"] == "launcher"
     argv = vf.to_argv(changed)
     assert argv == ["m", "--host=127.0.0.1", "--port=8001", "--middleware",
-                    "vllm_secure_launch.gate.Gate"]
+                    "vllm_secure_launch.gate.middleware.Gate"]
     assert P(*argv).values == {"host": "127.0.0.1", "port": "8001",
-                               "middleware": ["vllm_secure_launch.gate.Gate"]}
+                               "middleware": ["vllm_secure_launch.gate.middleware.Gate"]}
     with pytest.raises(KeyError):
         vf.with_values(got, not_an_option=1)
     with pytest.raises(ValueError):

@@ -7,10 +7,10 @@ import json
 import os
 import sys
 
-from vllm_secure_launch import supervisor
-from vllm_secure_launch.cli.ui import make_ui
 from vllm_secure_launch.errors import LauncherError
-from vllm_secure_launch.plan import ApiEndpoint, ExpectedListeners, Plan, Supervision
+from vllm_secure_launch.plan.model import ApiEndpoint, ExpectedListeners, Plan, Supervision
+from vllm_secure_launch.supervise import loop as supervisor
+from vllm_secure_launch.supervise.ui import make_ui
 
 
 def plan_from_json(doc: dict) -> Plan:

@@ -65,7 +65,7 @@ def alive(pid: int) -> bool:
 
 
 def descendants(root: int) -> list[int]:
-    from vllm_secure_launch import procnet
+    from vllm_secure_launch.supervise import listeners as procnet
 
     return procnet.descendants(root)
 

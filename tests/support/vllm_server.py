@@ -16,7 +16,6 @@ import time
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
-
 TINY_ENV = {"HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_NO_USAGE_STATS": "1",
             "DO_NOT_TRACK": "1"}
 

@@ -11,15 +11,14 @@ from typing import Any, Callable, Mapping, Sequence
 
 import click
 
-from .. import __version__
-from ..errors import LauncherError, UsageError
-from ..exitcodes import ExitCode
-from ..findings import Finding, findings_json, render_sarif, render_text
-from ..plan import Plan
-from ..policy import Policy, policy_path, resolve
-from ..serve_args import ServeArgs
-
-SCHEMA_VERSION = 1
+from vllm_secure_launch import __version__
+from vllm_secure_launch.config.policy import Policy, load
+from vllm_secure_launch.errors import LauncherError
+from vllm_secure_launch.exitcodes import ExitCode
+from vllm_secure_launch.files import write_atomic
+from vllm_secure_launch.findings import Finding, format_finding_text, render_sarif, render_text
+from vllm_secure_launch.plan.document import plan_document
+from vllm_secure_launch.plan.model import Plan
 
 # click option name -> policy key. Every launcher option also reads VSL_* and the policy file:
 # policy.SETTINGS holds the env names; precedence CLI > env > file > defaults is policy.resolve's.
@@ -77,85 +76,11 @@ class LauncherOptions:
         return cls({k: v for k, v in opts.items() if v is not None})
 
     def policy(self, environ: Mapping[str, str]) -> Policy:
-        given = {k: v for k, v in self.cli.items() if k != "policy"}
-        if isinstance(given.get("vllm_command"), str):
-            given["vllm_command"] = _split_command("--vllm-command", given["vllm_command"])
-        env = dict(environ)
-        if "VSL_VLLM_COMMAND" in env:
-            # VSL_VLLM_COMMAND is a shell-like command line, not a comma list.
-            env["VSL_VLLM_COMMAND"] = ",".join(_split_command("VSL_VLLM_COMMAND",
-                                                              env["VSL_VLLM_COMMAND"]))
-        return resolve(given, env, policy_path(self.cli.get("policy"), environ))
-
-
-def _split_command(where: str, text: str) -> tuple[str, ...]:
-    try:
-        return tuple(shlex.split(text))
-    except ValueError as exc:
-        raise UsageError(f"{where} {text!r} is not a valid command line ({exc})",
-                         "it is split like a shell would split it",
-                         "balance the quotes, e.g. --vllm-command 'vllm-mindspore serve'") from None
-
-
-# ---------------------------------------------------------------------------------------------
-# Plan building (edge: reads the host, then calls the pure planner)
-
-
-@dataclass(frozen=True)
-class Planned:
-    """What the edge read and the planner decided, handed on to the serve path."""
-
-    plan: Plan
-    policy: Policy
-    args: ServeArgs
-
-
-def make_plan(opts: LauncherOptions, vllm_args: Sequence[str],
-              environ: Mapping[str, str]) -> Planned:
-    from .. import host as host_mod
-    from .. import vllm_flags
-    from ..planner import build_plan
-
-    policy = opts.policy(environ)
-    args = vllm_flags.parse(list(vllm_args))
-    facts = host_mod.collect(environ, policy.api_key_file, policy.runtime_dir,
-                             policy.allowed_media_dirs)
-    accelerator = _accelerator(policy, environ)
-    plan = build_plan(args, environ, policy, facts, accelerator=accelerator)
-    return Planned(plan, policy, args)
-
-
-def _accelerator(policy: Policy, environ: Mapping[str, str]) -> str:
-    if policy.accelerator != "auto":
-        return policy.accelerator
-    from ..preflight import detect
-
-    return detect.platform(environ)
+        return load(self.cli, environ)
 
 
 # ---------------------------------------------------------------------------------------------
 # Views of a plan
-
-
-def plan_document(plan: Plan) -> dict[str, Any]:
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "tool": {"name": "vllm-secure-launch", "version": __version__},
-        "decision": plan.decision,
-        "argv": list(plan.argv),
-        "env": plan.redacted_env(),
-        "env_removed": list(plan.env_removed),
-        "api": {"url": plan.api.url(), "host": plan.api.host, "port": plan.api.port,
-                "uds": plan.api.uds},
-        "expected_listeners": plan.expected.to_dict(),
-        "internal": {"ip": plan.internal_ip, "iface": plan.internal_iface,
-                     "network": plan.facts.get("internal_network")},
-        "accelerator": plan.accelerator,
-        "rpc_dir": plan.rpc_dir,
-        "policy": plan.facts.get("policy"),
-        "waivers": plan.facts.get("waivers", {}),
-        "findings": findings_json(plan.findings),
-    }
 
 
 def plan_text(plan: Plan) -> str:
@@ -173,7 +98,7 @@ def plan_text(plan: Plan) -> str:
 
 
 def rule_docs() -> dict[str, tuple[str, str]]:
-    from ..rules import all_rules
+    from vllm_secure_launch.rules import all_rules
 
     return {r.id: (r.title, r.remedy) for r in all_rules()}
 
@@ -196,10 +121,7 @@ def emit_plan(plan: Plan, fmt: str, report: str | None, findings_only: bool = Fa
 
 def write_report(path: str, doc: Mapping[str, Any]) -> None:
     try:
-        tmp = f"{path}.tmp-{os.getpid()}"
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(doc, fh, indent=2)
-        os.replace(tmp, path)
+        write_atomic(path, json.dumps(doc, indent=2) + "\n")
     except OSError as exc:
         raise LauncherError(f"cannot write the report to {path} ({exc.strerror})", "",
                             "give --report a writable path", ExitCode.USAGE) from None
@@ -218,14 +140,25 @@ _PASS = {"ignore_unknown_options": True, "allow_interspersed_args": False}
 def serve(opts: LauncherOptions, vllm_args: tuple[str, ...]) -> int:
     """Check, plan and start `vllm serve VLLM_ARGS...`: the same arguments you would give
     `vllm serve`. Launcher options go before `serve`."""
-    planned = make_plan(opts, vllm_args, dict(os.environ))
-    plan, policy = planned.plan, planned.policy
+    from vllm_secure_launch import pipeline
+
+    prepared = pipeline.prepare(opts.cli, vllm_args, dict(os.environ))
+    plan, policy = prepared.plan, prepared.policy
     if policy.dry_run:
         emit_plan(plan, policy.format, policy.report or None)
-        return ExitCode.REFUSED if plan.refused else ExitCode.OK
-    from .serve_run import run_serve
+        return pipeline.decision_code(plan)
+    return pipeline.serve(prepared, say, show_findings,
+                          lambda p: write_report(policy.report, plan_document(p)))
 
-    return run_serve(planned)
+
+def say(text: str) -> None:
+    click.echo(f"vllm-secure-launch: {text}", err=True)
+
+
+def show_findings(findings: Sequence[Finding]) -> None:
+    for f in findings:
+        for i, line in enumerate(format_finding_text(f).splitlines()):
+            click.echo(("vllm-secure-launch: " if i == 0 else "    ") + line.strip(), err=True)
 
 
 @click.command("check", context_settings=_PASS)
@@ -233,17 +166,19 @@ def serve(opts: LauncherOptions, vllm_args: tuple[str, ...]) -> int:
 @click.pass_obj
 def check(opts: LauncherOptions, vllm_args: tuple[str, ...]) -> int:
     """Findings only for `vllm serve VLLM_ARGS...`: exit 0 (would start) or 78 (refused)."""
-    planned = make_plan(opts, vllm_args, dict(os.environ))
-    plan, policy = planned.plan, planned.policy
+    from vllm_secure_launch import pipeline
+
+    prepared = pipeline.prepare(opts.cli, vllm_args, dict(os.environ))
+    plan, policy = prepared.plan, prepared.policy
     emit_plan(plan, policy.format, policy.report or None, findings_only=True)
-    return ExitCode.REFUSED if plan.refused else ExitCode.OK
+    return pipeline.decision_code(plan)
 
 
 @click.command("rules")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
 def rules_cmd(fmt: str) -> int:
     """Every rule ID with its severity, title and remedy."""
-    from ..rules import all_rules
+    from vllm_secure_launch.rules import all_rules
 
     rules = all_rules()
     if fmt == "json":

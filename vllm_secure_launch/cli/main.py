@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from .. import __version__
-from . import launch_cmds, preflight_cmd, probe_cmd
+from vllm_secure_launch import __version__
+from vllm_secure_launch.cli import launch_cmds, preflight_cmd, probe_cmd
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

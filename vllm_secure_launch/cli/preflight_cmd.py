@@ -14,10 +14,10 @@ from typing import Any, Mapping, Sequence
 
 import click
 
-from .. import __version__
-from ..exitcodes import ExitCode
-from ..findings import render_sarif, render_text
-from ..serve_args import ServeArgs
+from vllm_secure_launch import __version__
+from vllm_secure_launch.exitcodes import ExitCode
+from vllm_secure_launch.findings import render_sarif, render_text
+from vllm_secure_launch.surface.args import ServeArgs
 
 _PASS = {"ignore_unknown_options": True, "allow_interspersed_args": False}
 GIB = 1024**3
@@ -34,7 +34,7 @@ def command(ctx: click.Context, accelerator: str | None, fmt: str | None,
             vllm_args: tuple[str, ...]) -> int:
     """Check the accelerator for `vllm serve VLLM_ARGS...` and print the report: devices,
     memory, health, driver and engine. Exit 0 (would start), 69 (blocking finding)."""
-    from .. import preflight
+    from vllm_secure_launch import preflight
 
     environ = dict(os.environ)
     chosen_acc, chosen_fmt = _settings(ctx.obj, environ, accelerator, fmt)
@@ -68,7 +68,7 @@ def _settings(obj: Any, environ: Mapping[str, str], accelerator: str | None,
 
 
 def _parse(vllm_args: Sequence[str]) -> ServeArgs:
-    from .. import vllm_flags  # the vLLM 0.32 flag table; raises UsageError on bad argv
+    from vllm_secure_launch.surface import flags as vllm_flags  # raises UsageError on bad argv
 
     return vllm_flags.parse(list(vllm_args))
 
@@ -113,7 +113,7 @@ def _show(key: str, value: Any) -> str:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Run `preflight` on its own (python -m vllm_secure_launch.cli.preflight_cmd)."""
-    from .launch_cmds import run_cli
+    from vllm_secure_launch.cli.launch_cmds import run_cli
 
     run_cli(command, argv)  # type: ignore[arg-type]
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from ..exitcodes import ExitCode
+from vllm_secure_launch.exitcodes import ExitCode
 
 
 @click.command("probe")
@@ -30,7 +30,7 @@ def command(url: str, fmt: str, api_key_file: str | None, timeout: float, insecu
     """Check a running vLLM at URL (http[s]://HOST:PORT[/ROOT]) for every known route:
     open / needs a key / absent. Exit 0: nothing sensitive is open; 77: something is."""
     # Imported here: http.client/ssl cost ~100 ms that serve/check/dry-run must not pay.
-    from ..probe import probe, read_key_file, render_json, render_text
+    from vllm_secure_launch.gate.probe import probe, read_key_file, render_json, render_text
 
     key = read_key_file(api_key_file) if api_key_file else None
     report = probe(url, api_key=key, timeout=timeout, insecure=insecure, allow_open=allow_open)

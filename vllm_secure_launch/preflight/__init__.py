@@ -18,7 +18,8 @@ _LAZY = {
     "run": "runner", "run_for_serve": "runner",
     "PreflightRequest": "request", "DEFAULT_MEMORY_FRACTION": "request",
     "PreflightReport": "report", "DeviceFacts": "report",
-    "HostView": "hostview", "RULES": "catalog",
+    "HostView": "vllm_secure_launch.host.view",
+    "RULES": "vllm_secure_launch.rules.preflight_rules",
 }
 
 __all__ = sorted(_LAZY)
@@ -28,4 +29,4 @@ def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f".{module}", __name__), name)
+    return getattr(importlib.import_module(module if "." in module else f".{module}", __name__), name)

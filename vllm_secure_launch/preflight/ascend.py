@@ -12,11 +12,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from ..findings import Finding, Severity
-from .catalog import rule
-from .hostview import HostView
-from .report import GIB, DeviceFacts, PlatformResult
-from .request import PreflightRequest
+from vllm_secure_launch.findings import Finding, Severity
+from vllm_secure_launch.host.view import HostView
+from vllm_secure_launch.preflight.report import GIB, DeviceFacts, PlatformResult
+from vllm_secure_launch.preflight.request import PreflightRequest
+from vllm_secure_launch.rules.preflight_rules import rule
 
 CONTROL_NODES = ("davinci_manager", "devmm_svm", "hisi_hdc")
 _CHIP_NODE = re.compile(r"davinci(\d+)")

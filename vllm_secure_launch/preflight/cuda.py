@@ -12,11 +12,11 @@ import os
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-from ..findings import Finding, Severity
-from .catalog import rule
-from .hostview import HostView
-from .report import GIB, DeviceFacts, PlatformResult
-from .request import PreflightRequest
+from vllm_secure_launch.findings import Finding, Severity
+from vllm_secure_launch.host.view import HostView
+from vllm_secure_launch.preflight.report import GIB, DeviceFacts, PlatformResult
+from vllm_secure_launch.preflight.request import PreflightRequest
+from vllm_secure_launch.rules.preflight_rules import rule
 
 NVML_ERROR_NOT_SUPPORTED = 3  # nvml.h; used when the binding lacks the constant
 NVML_ERROR_NOT_FOUND = 6

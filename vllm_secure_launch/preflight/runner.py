@@ -15,12 +15,12 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from ..findings import Finding, Severity, sort_key
-from ..serve_args import ServeArgs
-from .catalog import RULES, rule
-from .hostview import HostView
-from .report import DeviceFacts, PlatformResult, PreflightReport
-from .request import DEFAULT_MEMORY_FRACTION, PreflightRequest
+from vllm_secure_launch.findings import Finding, Severity, sort_key
+from vllm_secure_launch.host.view import HostView
+from vllm_secure_launch.preflight.report import DeviceFacts, PlatformResult, PreflightReport
+from vllm_secure_launch.preflight.request import DEFAULT_MEMORY_FRACTION, PreflightRequest
+from vllm_secure_launch.rules.preflight_rules import RULES, rule
+from vllm_secure_launch.surface.args import ServeArgs
 
 __all__ = ["run", "run_for_serve", "PreflightRequest", "PreflightReport", "DeviceFacts",
            "HostView", "RULES", "DEFAULT_MEMORY_FRACTION"]
@@ -32,7 +32,9 @@ def run(request: PreflightRequest, host_view: HostView | None = None) -> Preflig
     A crash inside a check becomes a blocking finding (fail closed), so the serve path can
     always rely on `report.blocked`.
     """
-    from . import detect  # lazily: importlib.metadata is only needed here
+    from vllm_secure_launch.preflight import (
+        detect,  # lazily: importlib.metadata is only needed here
+    )
 
     host = host_view if host_view is not None else HostView()
     engines = detect.installed_engines(host)
@@ -82,20 +84,20 @@ def run_for_serve(args: ServeArgs, environ: Mapping[str, str], accelerator: str 
 
 def _platform_check(platform: str, request: PreflightRequest, host: HostView) -> PlatformResult:
     if platform == "cuda":
-        from . import cuda
+        from vllm_secure_launch.preflight import cuda
 
         return cuda.check(request, host)
     if platform == "ascend":
-        from . import ascend
+        from vllm_secure_launch.preflight import ascend
 
         return ascend.check(request, host)
-    from . import cpu
+    from vllm_secure_launch.preflight import cpu
 
     return cpu.check(request, host)
 
 
 def _engine(platform: str, engines: dict[str, str]) -> tuple[str | None, list[Finding]]:
-    from . import detect
+    from vllm_secure_launch.preflight import detect
 
     if not engines:
         return None, [rule("VSL500").finding(
@@ -128,7 +130,7 @@ def _engine(platform: str, engines: dict[str, str]) -> tuple[str | None, list[Fi
 
 
 def _mindspore_flags(request: PreflightRequest) -> list[Finding]:
-    from . import detect
+    from vllm_secure_launch.preflight import detect
 
     given = [(opt, why) for dest, opt, why in detect.MINDSPORE_UNSUPPORTED_FLAGS
              if dest in request.set_dests]

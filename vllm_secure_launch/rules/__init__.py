@@ -6,24 +6,30 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable, Iterable
 
-from ..findings import Finding
-from .registry import Rule
+from vllm_secure_launch.findings import Finding
+from vllm_secure_launch.rules.registry import Rule
 
 if TYPE_CHECKING:
-    from .context import Context
+    from vllm_secure_launch.rules.context import Context
 
 Check = Callable[["Context"], list[Finding]]
 
 
 def _families() -> tuple:
-    from . import cluster_rules, env_rules, flag_rules, internal_rules, network_rules
+    from vllm_secure_launch.rules import (
+        cluster_rules,
+        env_rules,
+        flag_rules,
+        internal_rules,
+        network_rules,
+    )
 
     return (network_rules, flag_rules, cluster_rules, env_rules, internal_rules)
 
 
 def _catalogs() -> tuple:
     # Rules judged outside the planner (gate/probe, TCPStore guard, preflight, audit).
-    from . import catalogs
+    from vllm_secure_launch.rules import catalogs
 
     return catalogs.modules()
 
@@ -43,7 +49,7 @@ def checks() -> list[Check]:
 
 
 def evaluate(ctx: "Context", extra: Iterable[Check] = ()) -> list[Finding]:
-    from .internal_rules import RULE_CRASHED
+    from vllm_secure_launch.rules.internal_rules import RULE_CRASHED
 
     out: list[Finding] = []
     for check in [*checks(), *extra]:

@@ -3,8 +3,8 @@ supervised run report. IDs are stable and never reused."""
 
 from __future__ import annotations
 
-from ..findings import Severity
-from .registry import Rule
+from vllm_secure_launch.findings import Severity
+from vllm_secure_launch.rules.registry import Rule
 
 WILDCARD_LISTENER = Rule(
     id="VSL600",

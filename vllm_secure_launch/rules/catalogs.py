@@ -5,7 +5,6 @@ from __future__ import annotations
 
 
 def modules() -> tuple:
-    from ..preflight import catalog as preflight_catalog
-    from . import audit_rules, gate_rules, guard_rules
+    from vllm_secure_launch.rules import audit_rules, gate_rules, guard_rules, preflight_rules
 
-    return (gate_rules, guard_rules, preflight_catalog, audit_rules)
+    return (gate_rules, guard_rules, preflight_rules, audit_rules)

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from typing import Any, Iterator
 
-from ..findings import Finding, Severity
-from ..network import LOOPBACK, PRIVATE, WILDCARD, classify
-from .context import Context
-from .network_rules import ADDRESS_ELSEWHERE
-from .registry import Rule
+from vllm_secure_launch.addresses import LOOPBACK, PRIVATE, WILDCARD, classify
+from vllm_secure_launch.findings import Finding, Severity
+from vllm_secure_launch.rules.context import Context
+from vllm_secure_launch.rules.network_rules import ADDRESS_ELSEWHERE
+from vllm_secure_launch.rules.registry import Rule
 
 MULTINODE_PINNED = Rule(
     "VSL301", "multi-node shape: internal addresses are pinned", Severity.INFO,

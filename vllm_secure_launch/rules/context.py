@@ -6,10 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from ..host import HostFacts
-from ..network import InternalNet, ResolveError, resolve_internal
-from ..policy import Policy
-from ..serve_args import ServeArgs
+from vllm_secure_launch.addresses import InternalNet, ResolveError, resolve_internal
+from vllm_secure_launch.config.policy import Policy
+from vllm_secure_launch.host.facts import HostFacts
+from vllm_secure_launch.surface.args import ServeArgs
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ class Context:
 
     def int_arg(self, dest: str, default: int) -> int:
         """An integer option as vLLM converts it ("2k" is 2000); `default` when unset/invalid."""
-        from ..vllm_flags import number
+        from vllm_secure_launch.surface.flags import number
 
         if self.args.get(dest) is None:
             return default
@@ -59,12 +59,12 @@ def _truthy_config(v: Any) -> bool:
 
 def multinode_reasons(args: ServeArgs, host: HostFacts) -> tuple[str, ...]:
     """Why this vLLM shape talks to other nodes (empty for a single node)."""
-    from ..network import LOOPBACK, classify, parse_ip
+    from vllm_secure_launch.addresses import LOOPBACK, classify, parse_ip
 
     reasons = []
 
     def as_int(dest: str, default: int) -> int:
-        from ..vllm_flags import number
+        from vllm_secure_launch.surface.flags import number
 
         if args.get(dest) is None:
             return default

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import re
 
-from ..findings import Finding, Severity
-from .context import Context
-from .registry import Rule
+from vllm_secure_launch.findings import Finding, Severity
+from vllm_secure_launch.rules.context import Context
+from vllm_secure_launch.rules.registry import Rule
 
 DEV_MODE = Rule(
     "VSL401", "vLLM dev mode is enabled", Severity.ERROR,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 
-from ..findings import Finding, Severity
-from .context import Context
-from .registry import Rule
+from vllm_secure_launch.findings import Finding, Severity
+from vllm_secure_launch.rules.context import Context
+from vllm_secure_launch.rules.registry import Rule
 
 ARGV_KEY = Rule(
     "VSL201", "an API key was given on the command line", Severity.WARNING,

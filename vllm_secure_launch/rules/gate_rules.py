@@ -6,8 +6,8 @@ VSL260–VSL269: what `vllm-secure-launch probe` found on a running server.
 
 from __future__ import annotations
 
-from ..findings import Severity
-from .registry import Rule
+from vllm_secure_launch.findings import Severity
+from vllm_secure_launch.rules.registry import Rule
 
 NO_API_KEY = Rule(
     id="VSL250",

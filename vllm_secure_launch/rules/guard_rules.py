@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Iterable, Mapping, Sequence
 
-from ..findings import Finding, Severity
-from .registry import Rule
+from vllm_secure_launch.findings import Finding, Severity
+from vllm_secure_launch.rules.registry import Rule
 
 SELF_TEST_FAILED = Rule(
     "VSL350", "the TCPStore guard self-test failed in the vLLM environment", Severity.ERROR,

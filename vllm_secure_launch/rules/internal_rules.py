@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from ..findings import Finding, Severity
-from .context import Context
-from .registry import Rule
+from vllm_secure_launch.findings import Finding, Severity
+from vllm_secure_launch.rules.context import Context
+from vllm_secure_launch.rules.registry import Rule
 
 RULE_CRASHED = Rule(
     "VSL901", "a rule crashed", Severity.ERROR,

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
-from ..findings import Finding, Severity
-from ..network import (HOSTNAME, LINK_LOCAL, LOOPBACK, PRIVATE, PUBLIC, WILDCARD, classify,
-                       parse_ip)
-from ..plan import ApiEndpoint
-from .context import Context
-from .registry import Rule
+from vllm_secure_launch.addresses import (
+    HOSTNAME,
+    LINK_LOCAL,
+    LOOPBACK,
+    PRIVATE,
+    PUBLIC,
+    WILDCARD,
+    classify,
+    parse_ip,
+)
+from vllm_secure_launch.findings import Finding, Severity
+from vllm_secure_launch.plan.model import ApiEndpoint
+from vllm_secure_launch.rules.context import Context
+from vllm_secure_launch.rules.registry import Rule
 
 WILDCARD_API = Rule(
     "VSL101", "the API would listen on every interface", Severity.ERROR,

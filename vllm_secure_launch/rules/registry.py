@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..findings import Finding, Severity
+from vllm_secure_launch.findings import Finding, Severity
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,8 @@ import sys
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from .audit import Listener, canonical_ip
-from .keeper import ppid_map
+from vllm_secure_launch.supervise.audit import Listener, canonical_ip
+from vllm_secure_launch.supervise.keeper import ppid_map
 
 _TCP_LISTEN = "0A"
 _UDP_UNCONNECTED = "07"  # TCP_CLOSE in the UDP table: bound, not connected

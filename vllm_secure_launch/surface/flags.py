@@ -32,8 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import UsageError
-from .serve_args import ServeArgs
+from vllm_secure_launch.errors import UsageError
+from vllm_secure_launch.surface.args import ServeArgs
 
 TABLE_FILE = "vllm_0_32_serve_flags.json"
 

@@ -10,7 +10,7 @@ import sys
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
 
-from .errors import PolicyFileError
+from vllm_secure_launch.errors import PolicyFileError
 
 DEFAULT_POLICY_PATH = "/etc/vllm-secure-launch/policy.toml"
 
@@ -222,6 +222,32 @@ def _check_choice(key: str, value: Any, origin: str) -> None:
     if choices and value not in choices:
         raise PolicyFileError(f"{key} = {value!r} ({origin}) is not one of {', '.join(choices)}",
                               "", f"use one of {', '.join(choices)}")
+
+
+def load(cli: Mapping[str, Any], environ: Mapping[str, str]) -> Policy:
+    """The policy from the command line's values (only what was given), VSL_* and the file."""
+    given = {k: v for k, v in cli.items() if k != "policy" and v is not None}
+    if isinstance(given.get("vllm_command"), str):
+        given["vllm_command"] = split_command("--vllm-command", given["vllm_command"])
+    env = dict(environ)
+    if "VSL_VLLM_COMMAND" in env:
+        # VSL_VLLM_COMMAND is a shell-like command line, not a comma list.
+        env["VSL_VLLM_COMMAND"] = ",".join(split_command("VSL_VLLM_COMMAND",
+                                                         env["VSL_VLLM_COMMAND"]))
+    return resolve(given, env, policy_path(cli.get("policy"), environ))
+
+
+def split_command(where: str, text: str) -> tuple[str, ...]:
+    import shlex
+
+    from vllm_secure_launch.errors import UsageError
+
+    try:
+        return tuple(shlex.split(text))
+    except ValueError as exc:
+        raise UsageError(f"{where} {text!r} is not a valid command line ({exc})",
+                         "it is split like a shell would split it",
+                         "balance the quotes, e.g. --vllm-command 'vllm-mindspore serve'") from None
 
 
 def policy_path(cli_path: str | None, environ: Mapping[str, str]) -> str | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from .findings import Finding
+from vllm_secure_launch.findings import Finding
 
 
 @dataclass(frozen=True)

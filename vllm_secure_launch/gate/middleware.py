@@ -1,6 +1,6 @@
 """The endpoint gate: a pure ASGI middleware that runs inside vLLM's API server process.
 
-vLLM 0.32 loads it with `--middleware vllm_secure_launch.gate.EndpointGate` and adds it with
+vLLM 0.32 loads it with `--middleware vllm_secure_launch.gate.middleware.EndpointGate` and adds it with
 `app.add_middleware(EndpointGate)`; the last `--middleware` becomes the outermost layer, in front
 of vLLM's own CORS, scaling and `--api-key` middleware. It is default-deny: only allowlisted
 routes reach vLLM, everything else answers 404 whatever the key.
@@ -28,7 +28,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Iterable, Mapping, MutableMapping
 
-from . import routes as _routes
+from vllm_secure_launch.surface import routes as _routes
 
 CONFIG_ENV = "VSL_GATE_CONFIG"
 DEFAULT_KEY_ENV = "VLLM_API_KEY"
@@ -57,7 +57,7 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-_LOG = "vllm_secure_launch.gate"
+_LOG = "vllm_secure_launch.gate.middleware"
 
 
 class GateConfigError(ValueError):

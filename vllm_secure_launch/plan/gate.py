@@ -22,14 +22,20 @@ import json
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from . import routes
-from .errors import PolicyFileError
-from .findings import Finding
-from .gate import (CONFIG_ENV, CONFIG_VERSION, DEFAULT_KEY_ENV, GateConfigError, GateTable,
-                   parse_config)
-from .rules import gate_rules
+from vllm_secure_launch.errors import PolicyFileError
+from vllm_secure_launch.findings import Finding
+from vllm_secure_launch.gate.middleware import (
+    CONFIG_ENV,
+    CONFIG_VERSION,
+    DEFAULT_KEY_ENV,
+    GateConfigError,
+    GateTable,
+    parse_config,
+)
+from vllm_secure_launch.rules import gate_rules
+from vllm_secure_launch.surface import routes
 
-MIDDLEWARE = "vllm_secure_launch.gate.EndpointGate"
+MIDDLEWARE = "vllm_secure_launch.gate.middleware.EndpointGate"
 MIDDLEWARE_ARGS = ("--middleware", MIDDLEWARE)
 
 _KEYS = {"enabled", "defaults", "public", "deny", "allow"}

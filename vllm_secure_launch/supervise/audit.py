@@ -15,9 +15,9 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
-from .findings import Finding
-from .plan import ExpectedListeners
-from .rules import audit_rules as R
+from vllm_secure_launch.findings import Finding
+from vllm_secure_launch.plan.model import ExpectedListeners
+from vllm_secure_launch.rules import audit_rules as R
 
 # Fixed ports of known vLLM / dependency listeners, to tell the operator what it probably is
 # (shared/reference/vllm-0.32-surface.md §1.5).

@@ -7,21 +7,22 @@ import os
 from dataclasses import replace
 from typing import Any, Mapping
 
-from . import gate_config, vllm_flags
-from .findings import Finding, apply_waivers, blocking
-from .host import HostFacts
-from .network import InternalNet
-from .plan import ExpectedListeners, Plan, Supervision
-from .policy import Policy
-from .rules import evaluate
-from .rules.cluster_rules import is_follower
-from .rules.context import Context, build_context
-from .rules.env_rules import PRESENCE, SCRUB, LOADER_PREFIXES
-from .rules.network_rules import api_endpoint
-from .serve_args import ServeArgs
+from vllm_secure_launch.addresses import InternalNet
+from vllm_secure_launch.config.policy import Policy
+from vllm_secure_launch.findings import Finding, apply_waivers, blocking
+from vllm_secure_launch.host.facts import HostFacts
+from vllm_secure_launch.plan import gate as gate_config
+from vllm_secure_launch.plan.model import ExpectedListeners, Plan, Supervision
+from vllm_secure_launch.rules import evaluate
+from vllm_secure_launch.rules.cluster_rules import is_follower
+from vllm_secure_launch.rules.context import Context, build_context
+from vllm_secure_launch.rules.env_rules import LOADER_PREFIXES, PRESENCE, SCRUB
+from vllm_secure_launch.rules.network_rules import api_endpoint
+from vllm_secure_launch.surface import flags as vllm_flags
+from vllm_secure_launch.surface.args import ServeArgs
 
 GATE_MIDDLEWARE = gate_config.MIDDLEWARE
-ENTRY_MODULE = "vllm_secure_launch.vllm_entry"
+ENTRY_MODULE = "vllm_secure_launch.supervise.entry"
 
 # Variables the launcher owns or that must not reach vLLM: systemd's notify/watchdog plumbing
 # (the launcher is the one that notifies) and the launcher's own configuration.

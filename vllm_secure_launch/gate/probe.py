@@ -25,10 +25,10 @@ import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
-from . import routes
-from .errors import UsageError
-from .findings import Finding
-from .rules import gate_rules
+from vllm_secure_launch.errors import UsageError
+from vllm_secure_launch.findings import Finding
+from vllm_secure_launch.rules import gate_rules
+from vllm_secure_launch.surface import routes
 
 OPEN = "open"  # answered without any credential
 KEY = "key"  # an auth layer refused the request without a key

@@ -36,15 +36,18 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
-from . import __version__, audit, procnet, readiness
-from .cli.ui import UI
-from .errors import LauncherError
-from .exitcodes import ExitCode
-from .findings import Finding, Severity
-from .keeper import signal_all
-from .plan import Plan
-from .rules import audit_rules as R
-from .sdnotify import Notifier, watchdog_interval
+from vllm_secure_launch import __version__
+from vllm_secure_launch.errors import LauncherError
+from vllm_secure_launch.exitcodes import ExitCode
+from vllm_secure_launch.files import write_atomic
+from vllm_secure_launch.findings import Finding, Severity
+from vllm_secure_launch.plan.model import Plan
+from vllm_secure_launch.rules import audit_rules as R
+from vllm_secure_launch.supervise import audit, readiness
+from vllm_secure_launch.supervise import listeners as procnet
+from vllm_secure_launch.supervise.keeper import signal_all
+from vllm_secure_launch.supervise.sdnotify import Notifier, watchdog_interval
+from vllm_secure_launch.supervise.ui import UI
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
 WATCHED = (*STOP_SIGNALS, signal.SIGCHLD)
@@ -629,12 +632,8 @@ class _Run:
         path = self.sv.report_path
         if not path:
             return
-        tmp = f"{path}.tmp.{os.getpid()}"
         try:
-            with open(tmp, "w") as fh:
-                json.dump(self.report_doc(), fh, indent=2)
-                fh.write("\n")
-            os.replace(tmp, path)
+            write_atomic(path, json.dumps(self.report_doc(), indent=2) + "\n")
         except OSError as exc:
             self.ui.warn(f"cannot write the report {path}: {exc.strerror}")
 

@@ -15,7 +15,7 @@ import socket
 import ssl
 from dataclasses import dataclass
 
-from .plan import ApiEndpoint
+from vllm_secure_launch.plan.model import ApiEndpoint
 
 
 @dataclass(frozen=True)

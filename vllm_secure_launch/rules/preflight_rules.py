@@ -7,8 +7,8 @@ through `rule(id)` so a typo in an ID fails in tests, not in production.
 
 from __future__ import annotations
 
-from ..findings import Severity
-from ..rules.registry import Rule
+from vllm_secure_launch.findings import Severity
+from vllm_secure_launch.rules.registry import Rule
 
 E, W, I = Severity.ERROR, Severity.WARNING, Severity.INFO
 

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import IO, Any, Callable
 
-from ..findings import Finding
+from vllm_secure_launch.findings import Finding
 
 PREFIX = "vllm-secure-launch:"
 

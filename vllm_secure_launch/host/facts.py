@@ -10,7 +10,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Mapping
 
-from .network import IfAddr
+from vllm_secure_launch.addresses import IfAddr
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The child bootstrap: `python -m vllm_secure_launch.vllm_entry serve MODEL [flags]`.
+"""The child bootstrap: `python -m vllm_secure_launch.supervise.entry serve MODEL [flags]`.
 
 Behaves exactly like vLLM's own CLI (`vllm serve …`, full semantics: single server,
 multi-API-server, data parallel, headless, DP supervisor, --grpc) because it *is* vLLM's CLI

@@ -1,0 +1,105 @@
+"""The serve pipeline: plan -> preflight -> amend (the final plan) -> refuse | guard -> supervise.
+
+`--dry-run`, `check` and `serve` share `prepare`, so the plan a dry run prints is the plan
+`serve` executes. `serve` then starts nothing unless every earlier step passed: a refused
+start never leaves a half-started vLLM behind. Nothing here prints; the CLI hands in `say`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
+
+from vllm_secure_launch.config.policy import Policy, load
+from vllm_secure_launch.exitcodes import ExitCode
+from vllm_secure_launch.findings import Finding, apply_waivers, blocking
+from vllm_secure_launch.plan.model import Plan
+from vllm_secure_launch.surface.args import ServeArgs
+
+Say = Callable[[str], None]
+Show = Callable[[Sequence[Finding]], None]
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """The final plan and what it was made from."""
+
+    plan: Plan
+    policy: Policy
+    args: ServeArgs
+
+
+def prepare(cli: Mapping[str, Any], vllm_args: Sequence[str],
+            environ: Mapping[str, str]) -> Prepared:
+    """Read the policy and the host, plan, run the accelerator preflight, amend. The only
+    effects are reads (files, interfaces, NVML/npu-smi); the decisions are pure."""
+    from vllm_secure_launch.host import facts as host_facts
+    from vllm_secure_launch.plan.amend import with_preflight
+    from vllm_secure_launch.plan.build import build_plan
+    from vllm_secure_launch.surface import flags
+
+    policy = load(cli, environ)
+    args = flags.parse(list(vllm_args))
+    facts = host_facts.collect(environ, policy.api_key_file, policy.runtime_dir,
+                               policy.allowed_media_dirs)
+    plan = build_plan(args, environ, policy, facts, accelerator=accelerator(policy, environ))
+    return Prepared(with_preflight(plan, preflight(plan, args), policy), policy, args)
+
+
+def accelerator(policy: Policy, environ: Mapping[str, str]) -> str:
+    if policy.accelerator != "auto":
+        return policy.accelerator
+    from vllm_secure_launch.preflight import detect
+
+    return detect.platform(environ)
+
+
+def preflight(plan: Plan, args: ServeArgs) -> Any:
+    from vllm_secure_launch.preflight import runner
+
+    # Judge the environment vLLM will actually get, not the launcher's own.
+    return runner.run_for_serve(args, plan.env, plan.accelerator)
+
+
+def decision_code(plan: Plan) -> ExitCode:
+    """What a dry run or `check` exits with: the code `serve` would stop with before spawning."""
+    return {"start": ExitCode.OK, "preflight-failed": ExitCode.PREFLIGHT_FAILED}.get(
+        plan.decision, ExitCode.REFUSED)
+
+
+def serve(prepared: Prepared, say: Say, show: Show,
+          write_report: Callable[[Plan], None]) -> int:
+    """Start the final plan under supervision, or refuse; returns the exit code."""
+    from vllm_secure_launch.supervise import loop
+
+    plan, policy = prepared.plan, prepared.policy
+    if plan.refused:
+        show([f for f in plan.findings if f.blocking])
+        code = decision_code(plan)
+        what = ("accelerator preflight failed" if code == ExitCode.PREFLIGHT_FAILED
+                else "refused by policy")
+        say(f"{what}; nothing was started (exit {int(code)}). "
+            "`vllm-secure-launch --dry-run serve ...` shows the whole plan")
+        if policy.report:
+            write_report(plan)
+        return int(code)
+    show([f for f in plan.findings if f.severity.label != "info" or f.waived])
+    # A missing or non-executable vLLM command: 127 / 126 before any other work.
+    loop.resolve_command(plan.argv, plan.env)
+    guard_findings = guard(plan, policy)
+    if blocking(guard_findings):
+        show(blocking(guard_findings))
+        say("the TCPStore guard self-test failed; nothing was started (exit 78)")
+        return int(ExitCode.REFUSED)
+    show([f for f in guard_findings if f.severity.label != "info"])
+    from vllm_secure_launch.supervise.ui import make_ui
+
+    return loop.run(plan, make_ui(plan.supervision.log_format))
+
+
+def guard(plan: Plan, policy: Policy) -> list[Finding]:
+    if not policy.tcpstore_guard:
+        return []
+    from vllm_secure_launch.guard import install
+
+    return apply_waivers(install.prepare(plan), policy.waivers)

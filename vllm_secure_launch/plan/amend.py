@@ -1,0 +1,72 @@
+"""The one amendment of a plan: (plan, preflight report, policy) -> the final plan. Pure.
+
+`--dry-run`, `check` and `serve` all call this (through pipeline.prepare), so the document a
+dry run prints is the argv and environment `serve` hands to vLLM. Preflight only *reports*
+facts (devices by UUID, CUDA_DEVICE_ORDER, CANN variables, the engine's own command); this
+function alone decides what of that reaches the child.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any, Mapping, Protocol, Sequence
+
+from vllm_secure_launch.config.policy import Policy
+from vllm_secure_launch.findings import Finding, apply_waivers, blocking
+from vllm_secure_launch.plan.build import default_command
+from vllm_secure_launch.plan.model import Plan
+from vllm_secure_launch.rules.preflight_rules import rule
+
+# Search paths are extended by preflight itself (old entries kept), so they always apply.
+SEARCH_PATHS = ("LD_LIBRARY_PATH", "PATH", "PYTHONPATH")
+
+
+class PreflightFacts(Protocol):
+    """What amend reads of a preflight report (preflight.report.PreflightReport)."""
+
+    findings: tuple[Finding, ...]
+    env_updates: Mapping[str, str]
+    vllm_command: tuple[str, ...] | None
+    unsupported_flags: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+def with_preflight(plan: Plan, report: PreflightFacts, policy: Policy) -> Plan:
+    """The final plan: preflight's environment and engine command applied, its findings
+    (waived as every finding is) added, and the decision taken over all findings."""
+    env = dict(plan.env)
+    env_set = dict(plan.env_set)
+    for key, value in report.env_updates.items():
+        # Never override a device selection the operator (or Slurm) made.
+        if key not in plan.env or key in SEARCH_PATHS:
+            env[key] = value
+            env_set[key] = value
+    argv = plan.argv
+    extra: list[Finding] = list(report.findings)
+    prefix = default_command(plan.argv[0]) if plan.argv else ()
+    if (report.vllm_command and not policy.vllm_command and prefix
+            and plan.argv[: len(prefix)] == prefix):
+        argv = (*report.vllm_command, *plan.argv[len(prefix):])
+        extra += unsupported(report.unsupported_flags, plan.argv[len(prefix):])
+    pre = tuple(apply_waivers(extra, policy.waivers))
+    findings = (*plan.findings, *pre)
+    facts = {**plan.facts, "preflight": report.to_dict()}
+    return replace(plan, env=env, env_set=env_set, argv=argv, findings=findings,
+                   decision=decide(plan.findings, pre), facts=facts)
+
+
+def decide(planning: Sequence[Finding], preflight: Sequence[Finding]) -> str:
+    """A policy refusal (78) wins over a failed preflight (69)."""
+    if blocking(planning):
+        return "refuse"
+    if blocking(preflight):
+        return "preflight-failed"
+    return "start"
+
+
+def unsupported(flags: Sequence[str], child_argv: Sequence[str]) -> list[Finding]:
+    """Options the launcher itself added that the engine's older vLLM base lacks."""
+    used = {a.split("=", 1)[0] for a in child_argv if a.startswith("--")}
+    return [rule("VSL549").finding(f, f"{f} is in the plan but the engine's vLLM base lacks it")
+            for f in flags if f in used]
