@@ -16,6 +16,9 @@ KEY = "cli-test-key-123"
 def run(*args, env=None, input=None):
     full = {k: v for k, v in os.environ.items() if not k.startswith(("VSL_", "VLLM_"))}
     full["VLLM_API_KEY"] = KEY
+    # A dry run includes the CPU preflight (what serve would check): a small KV cache keeps these
+    # planning tests independent of how much memory this machine has free right now.
+    full["VLLM_CPU_KVCACHE_SPACE"] = "1"
     full.update(env or {})
     return subprocess.run([sys.executable, "-m", "vllm_secure_launch.cli.main", *args],
                           capture_output=True, text=True, env=full, input=input, timeout=60)

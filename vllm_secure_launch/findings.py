@@ -73,16 +73,28 @@ def sort_key(f: Finding) -> tuple[int, str, str]:
     return (-int(f.severity), f.rule_id, f.subject)
 
 
-@dataclass(frozen=True)
-class Report:
-    """A list of findings plus context (tool, command, anything a view wants to show)."""
+# One envelope for every JSON document the launcher emits (plan, check, preflight, probe, run,
+# advisories, ...): these keys first, then the kind's own body. docs/report.schema.json
+# describes it; the tests validate every emitted document against that schema.
+SCHEMA_VERSION = 2
+KINDS = ("plan", "check", "preflight", "probe", "run", "advisories", "rules", "render")
 
-    findings: tuple[Finding, ...]
-    context: Mapping[str, Any] = field(default_factory=dict)
 
-    @property
-    def blocked(self) -> bool:
-        return any(f.blocking for f in self.findings)
+def envelope(kind: str, decision: str, findings: Sequence[Finding],
+             body: Mapping[str, Any], version: str) -> dict[str, Any]:
+    """{schema_version, tool, kind, decision, findings, **body} (body keys may not clash)."""
+    doc: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "tool": {"name": "vllm-secure-launch", "version": version},
+        "kind": kind,
+        "decision": decision,
+        "findings": findings_json(findings),
+    }
+    clash = set(doc) & set(body)
+    if clash:
+        raise ValueError(f"body keys clash with the envelope: {sorted(clash)}")
+    doc.update(body)
+    return doc
 
 
 # ---------------------------------------------------------------------------------------------

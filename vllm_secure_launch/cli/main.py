@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from vllm_secure_launch import __version__
-from vllm_secure_launch.cli import launch_cmds, preflight_cmd, probe_cmd
+from vllm_secure_launch.cli import launch_cmds, preflight_cmd, probe_cmd, render_cmd
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -27,6 +27,7 @@ cli.add_command(launch_cmds.check)
 cli.add_command(launch_cmds.rules_cmd)
 cli.add_command(preflight_cmd.command)
 cli.add_command(probe_cmd.command)
+cli.add_command(render_cmd.render)
 
 
 def main() -> None:
