@@ -182,3 +182,26 @@ def resolve_internal(
 def host_in(text: str, allowed: tuple[str, ...]) -> bool:
     ip = parse_ip(text)
     return ip is not None and any(parse_ip(a) == ip for a in allowed)
+
+
+@dataclass(frozen=True)
+class ApiEndpoint:
+    """Where vLLM's HTTP API will listen: TCP host:port, or a unix socket path."""
+
+    host: str | None  # literal IP the API binds (None with uds or headless)
+    port: int | None
+    uds: str | None = None
+    tls: bool = False
+    headless: bool = False  # --headless / --api-server-count 0: no API server at all
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls else "http"
+
+    def url(self, path: str = "") -> str:
+        if self.headless:
+            return "(headless: no API server)"
+        if self.uds:
+            return f"unix:{self.uds}{path}"
+        host = f"[{self.host}]" if self.host and ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}{path}"

@@ -9,30 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from vllm_secure_launch.addresses import ApiEndpoint
 from vllm_secure_launch.findings import Finding
 
-
-@dataclass(frozen=True)
-class ApiEndpoint:
-    """Where vLLM's HTTP API will listen: TCP host:port, or a unix socket path."""
-
-    host: str | None  # literal IP the API binds (None with uds or headless)
-    port: int | None
-    uds: str | None = None
-    tls: bool = False
-    headless: bool = False  # --headless / --api-server-count 0: no API server at all
-
-    @property
-    def scheme(self) -> str:
-        return "https" if self.tls else "http"
-
-    def url(self, path: str = "") -> str:
-        if self.headless:
-            return "(headless: no API server)"
-        if self.uds:
-            return f"unix:{self.uds}{path}"
-        host = f"[{self.host}]" if self.host and ":" in self.host else self.host
-        return f"{self.scheme}://{host}:{self.port}{path}"
+__all__ = ["ApiEndpoint", "ExpectedListeners", "Plan", "Supervision"]
 
 
 @dataclass(frozen=True)

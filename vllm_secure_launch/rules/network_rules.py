@@ -9,11 +9,11 @@ from vllm_secure_launch.addresses import (
     PRIVATE,
     PUBLIC,
     WILDCARD,
+    ApiEndpoint,
     classify,
     parse_ip,
 )
 from vllm_secure_launch.findings import Finding, Severity
-from vllm_secure_launch.plan.model import ApiEndpoint
 from vllm_secure_launch.rules.context import Context
 from vllm_secure_launch.rules.registry import Rule
 
