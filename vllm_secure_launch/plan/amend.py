@@ -19,6 +19,9 @@ from vllm_secure_launch.rules.preflight_rules import rule
 
 # Search paths are extended by preflight itself (old entries kept), so they always apply.
 SEARCH_PATHS = ("LD_LIBRARY_PATH", "PATH", "PYTHONPATH")
+# Preflight rewrites these only into an equivalent spelling of the operator's own choice (an
+# index list becomes the same GPUs' UUIDs, in the same order), so they apply too.
+NORMALISED = ("CUDA_VISIBLE_DEVICES",)
 
 
 class PreflightFacts(Protocol):
@@ -39,7 +42,7 @@ def with_preflight(plan: Plan, report: PreflightFacts, policy: Policy) -> Plan:
     env_set = dict(plan.env_set)
     for key, value in report.env_updates.items():
         # Never override a device selection the operator (or Slurm) made.
-        if key not in plan.env or key in SEARCH_PATHS:
+        if key not in plan.env or key in SEARCH_PATHS or key in NORMALISED:
             env[key] = value
             env_set[key] = value
     argv = plan.argv
