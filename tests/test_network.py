@@ -43,3 +43,29 @@ def test_resolve_by_iface_cidr_ip_and_default():
 def test_resolve_errors(iface, cidr, ip, needle):
     with pytest.raises(ResolveError, match=needle):
         resolve_internal(iface, cidr, ip, IF)
+
+
+@pytest.mark.parametrize("mask,family,want", [
+    ("255.255.255.0", 2, 24), ("255.255.255.255", 2, 32), (None, 2, 32),
+    ("ffff:ffff:ffff:ffff::", 10, 64), ("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", 10, 128),
+    ("ffff:ff00::", 10, 24), ("::", 10, 0), (None, 10, 128),
+])
+def test_psutil_netmasks_become_prefixes_for_both_families(mask, family, want):
+    """psutil spells IPv6 netmasks as addresses; they used to be dropped, so every IPv6 address
+    of the host was unknown and `--host ::1` was refused (issue 10)."""
+    from vllm_secure_launch.host.facts import _prefixlen
+
+    assert _prefixlen(mask, family) == want
+
+
+def test_a_netmask_with_a_hole_is_not_a_prefix():
+    from vllm_secure_launch.host.facts import _prefixlen
+
+    with pytest.raises(ValueError):
+        _prefixlen("ffff:0:ffff::", 10)
+
+
+def test_host_ipv6_loopback_is_read():
+    from vllm_secure_launch.host.facts import interfaces
+
+    assert any(a.ip == "::1" and a.prefixlen == 128 for a in interfaces().get("lo", ()))

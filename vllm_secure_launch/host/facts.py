@@ -39,14 +39,21 @@ class HostFacts:
 
 
 def _prefixlen(netmask: str | None, family: int) -> int:
+    """psutil gives netmasks as addresses ('255.255.255.0', 'ffff:ffff:ffff:ffff::'), which
+    ipaddress cannot take as an IPv6 prefix: count the mask's one-bits instead (a mask with a
+    hole is not a prefix and is refused by the caller through ValueError)."""
     if not netmask:
         return 32 if family == socket.AF_INET else 128
-    if family == socket.AF_INET:
-        return sum(bin(int(p)).count("1") for p in netmask.split("."))
+    if "/" in netmask:
+        return int(netmask.split("/", 1)[1])
     import ipaddress
 
-    return ipaddress.IPv6Network(f"::/{netmask}").prefixlen if "/" not in netmask else int(
-        netmask.split("/")[1])
+    mask = int(ipaddress.ip_address(netmask))
+    width = 32 if family == socket.AF_INET else 128
+    ones = bin(mask).count("1")
+    if mask != ((1 << ones) - 1) << (width - ones):
+        raise ValueError(f"netmask {netmask} is not a prefix")
+    return ones
 
 
 def interfaces() -> dict[str, tuple[IfAddr, ...]]:
