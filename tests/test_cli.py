@@ -147,3 +147,20 @@ def test_unusable_runtime_dir_refuses_before_start(tmp_path):
                  "VSL_ACCELERATOR": "cpu", "VLLM_CPU_KVCACHE_SPACE": "1"})
     assert r.returncode == 78, r.stderr
     assert "VSL_RUNTIME_DIR" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("cmd", [["check"], ["--dry-run", "serve"], ["preflight", "--format", "text"]])
+@pytest.mark.parametrize("token", ["-qh", "-hq", "-Oh"])
+def test_a_dash_token_with_h_is_vllms_not_help(cmd, token):
+    """click used to split `-qh` into `-q -h`, print help and exit 0: every command line with
+    such a token was "approved" (issue 10). It is vLLM's argument now, judged as such."""
+    r = run(*cmd, token, "m", "--trust-remote-code")
+    assert "Usage:" not in r.stdout, r.stdout
+    if cmd[0] != "preflight":
+        assert r.returncode == 78 and "VSL220" in r.stdout, r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("cmd", [["check"], ["serve"], ["preflight"]])
+def test_help_only_as_the_first_token(cmd):
+    assert "Usage:" in run(*cmd, "--help").stdout
+    assert "Usage:" in run(*cmd, "-h").stdout

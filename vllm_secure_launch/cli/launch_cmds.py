@@ -12,6 +12,7 @@ from typing import Any, Callable, Mapping, Sequence
 import click
 
 from vllm_secure_launch import __version__
+from vllm_secure_launch.cli.passthrough import PassThrough
 from vllm_secure_launch.config.policy import Policy, load
 from vllm_secure_launch.errors import LauncherError
 from vllm_secure_launch.exitcodes import ExitCode
@@ -134,7 +135,7 @@ def write_report(path: str, doc: Mapping[str, Any]) -> None:
 _PASS = {"ignore_unknown_options": True, "allow_interspersed_args": False}
 
 
-@click.command("serve", context_settings=_PASS, add_help_option=True)
+@click.command("serve", cls=PassThrough)
 @click.argument("vllm_args", nargs=-1, type=click.UNPROCESSED)
 @click.pass_obj
 def serve(opts: LauncherOptions, vllm_args: tuple[str, ...]) -> int:
@@ -161,7 +162,7 @@ def show_findings(findings: Sequence[Finding]) -> None:
             click.echo(("vllm-secure-launch: " if i == 0 else "    ") + line.strip(), err=True)
 
 
-@click.command("check", context_settings=_PASS)
+@click.command("check", cls=PassThrough)
 @click.argument("vllm_args", nargs=-1, type=click.UNPROCESSED)
 @click.pass_obj
 def check(opts: LauncherOptions, vllm_args: tuple[str, ...]) -> int:

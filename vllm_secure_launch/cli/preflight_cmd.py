@@ -15,6 +15,7 @@ from typing import Any, Mapping, Sequence
 import click
 
 from vllm_secure_launch import __version__
+from vllm_secure_launch.cli.passthrough import PassThrough
 from vllm_secure_launch.exitcodes import ExitCode
 from vllm_secure_launch.findings import render_sarif, render_text
 from vllm_secure_launch.surface.args import ServeArgs
@@ -23,7 +24,7 @@ _PASS = {"ignore_unknown_options": True, "allow_interspersed_args": False}
 GIB = 1024**3
 
 
-@click.command("preflight", context_settings=_PASS)
+@click.command("preflight", cls=PassThrough)
 @click.option("--accelerator", type=click.Choice(["auto", "cuda", "ascend", "cpu"]),
               default=None, help="Platform to check [VSL_ACCELERATOR; auto].")
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "sarif"]), default=None,
