@@ -13,6 +13,7 @@ from typing import Any, Mapping
 from vllm_secure_launch.errors import PolicyFileError
 
 DEFAULT_POLICY_PATH = "/etc/vllm-secure-launch/policy.toml"
+POLICY_LIMIT = 1024 * 1024
 
 # key -> (section, type, default, env var). The single table behind the file schema, the env
 # variables and the CLI options: every launcher option reads all three.
@@ -91,9 +92,23 @@ def _load_toml(path: str) -> dict[str, Any]:
         import tomllib
     else:  # pragma: no cover - py3.10
         import tomli as tomllib
+    from vllm_secure_launch.files import FileProblem, read_text
+
     try:
-        with open(path, "rb") as fh:
-            return tomllib.load(fh)
+        return tomllib.loads(read_text(path, limit=POLICY_LIMIT))
+    except FileProblem as exc:
+        if not os.path.lexists(path):
+            raise PolicyFileError(
+                f"policy file {path} does not exist",
+                "a policy path was given explicitly (--policy or VSL_POLICY)",
+                "fix the path, or leave --policy/VSL_POLICY unset to use the secure defaults",
+            ) from None
+        raise PolicyFileError(f"policy file {path} cannot be used: {exc.what}",
+                              "the policy is read once, whole, before anything starts",
+                              exc.fix) from None
+    except RecursionError:
+        raise PolicyFileError(f"policy file {path} nests too deeply", "",
+                              "a policy is a few flat tables; see examples/policy.toml") from None
     except FileNotFoundError:
         raise PolicyFileError(
             f"policy file {path} does not exist",

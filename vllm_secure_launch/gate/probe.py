@@ -251,12 +251,13 @@ def parse_target(url: str) -> Target:
 
 
 def read_key_file(path: str) -> str:
+    from vllm_secure_launch.files import FileProblem, read_text
+
     try:
-        with open(path, encoding="utf-8") as fh:
-            key = fh.read().strip()
-    except OSError as exc:
-        raise UsageError(f"cannot read the API key file {path}: {exc.strerror}",
-                         fix="give a readable file that holds only the key") from None
+        key = read_text(path, limit=64 * 1024).strip()
+    except FileProblem as exc:
+        raise UsageError(f"cannot read the API key file {path}: {exc.what}",
+                         fix=exc.fix) from None
     if not key or "\n" in key:
         raise UsageError(f"the API key file {path} must hold exactly one non-empty line")
     return key

@@ -72,12 +72,18 @@ def interfaces() -> dict[str, tuple[IfAddr, ...]]:
     return out
 
 
+KEY_LIMIT = 64 * 1024  # a key is one line
+
+
 def read_secret_file(path: str) -> SecretFile:
+    from vllm_secure_launch.files import FileProblem, read_text
+
     try:
         st = os.stat(path)
-        with open(path, encoding="utf-8") as fh:
-            value = fh.read().strip()
+        value = read_text(path, limit=KEY_LIMIT).strip()
         return SecretFile(path, value, stat.S_IMODE(st.st_mode))
+    except FileProblem as exc:
+        return SecretFile(path, None, error=exc.what)
     except FileNotFoundError:
         return SecretFile(path, None, error="does not exist")
     except PermissionError:

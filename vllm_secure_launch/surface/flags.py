@@ -179,7 +179,19 @@ class _Tok:
 
 
 def _read_file(path: str) -> str:
-    return Path(path).read_text(encoding="utf-8")
+    from vllm_secure_launch.files import FileProblem, read_text
+
+    try:
+        return read_text(path, limit=CONFIG_LIMIT)
+    except FileProblem as exc:
+        raise _usage(
+            f"Cannot read the --config file '{path}': {exc.what}",
+            "vLLM reads every option in that file, so the launcher must read it too",
+            exc.fix) from None
+
+
+# A vLLM --config is a short mapping of options; anything larger is not one.
+CONFIG_LIMIT = 1024 * 1024
 
 
 def _usage(what: str, why: str, fix: str) -> UsageError:
@@ -285,6 +297,10 @@ def _load_yaml(path: str, read_text: Callable[[str], str]) -> Any:
 
     try:
         return yaml.safe_load(text)
+    except RecursionError:
+        raise _usage(f"The --config file '{path}' nests too deeply",
+                     "vLLM would fail to read it",
+                     "a --config file is a flat mapping of option names to values") from None
     except yaml.YAMLError as exc:
         # Only the position and the problem: the offending line may hold a secret (api-key).
         mark = getattr(exc, "problem_mark", None)
@@ -431,6 +447,9 @@ def _human_readable_int(value: str) -> int:
 def _dotted_value(value_str: str) -> Any:
     try:
         return json.loads(value_str)
+    except RecursionError:
+        raise _usage("A dotted option's value nests too deeply",
+                     "vLLM would fail to read it", "give a flat value") from None
     except json.JSONDecodeError:
         try:
             return _human_readable_int(value_str)
@@ -772,6 +791,9 @@ def _convert(flag: Flag, string: str, raw: str) -> Any:
         text = _expand_human_numbers_in_json(raw) if flag.json == "dataclass" else raw
         try:
             return json.loads(text)
+        except RecursionError:
+            raise _bad_value(string, None, "JSON of a sane depth (it nests too deeply)",
+                             f"give {string} a flat JSON object") from None
         except json.JSONDecodeError as exc:
             # The JSON itself is not echoed: connector configs may carry credentials.
             raise _bad_value(
