@@ -133,10 +133,15 @@ def test_more_bad_input_is_a_clear_error(args, env, code, needle):
 
 
 def test_unknown_option_value_is_not_echoed_in_findings():
-    """A mistyped secret option (--api-keyy=VALUE) passes through, but reports name only it."""
+    """A mistyped secret option (--api-keyy=VALUE, --apikey VALUE) is refused (VSL223) and its
+    value appears in no report: not in findings, not in the plan's argv (issue 10)."""
     r = run("--format", "json", "check", "m", "--api-keyy=SECRETVALUE")
-    assert r.returncode == 0
+    assert r.returncode == 78 and "VSL223" in r.stdout
     assert "SECRETVALUE" not in r.stdout and "--api-keyy" in r.stdout
+    r = run("--format", "json", "--dry-run", "serve", "m", "--apikey", "SECRETVALUE2",
+            "--api_key2=SECRETVALUE3")
+    assert r.returncode == 78 and "SECRETVALUE" not in r.stdout + r.stderr
+    assert "--apikey" in r.stdout
 
 
 def test_unusable_runtime_dir_refuses_before_start(tmp_path):

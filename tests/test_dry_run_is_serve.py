@@ -49,6 +49,9 @@ def base_env(tmp: Path) -> dict[str, str]:
     env.update(VLLM_API_KEY=KEY, VLLM_CPU_KVCACHE_SPACE="1",
                VSL_RUNTIME_DIR=str(tmp / "run"), PYTHONPATH=str(ROOT))
     (tmp / "run").mkdir(mode=0o700)
+    # The recording stand-in is not vLLM: VSL224 refuses it unless waived, as for any wrapper.
+    (tmp / "policy.toml").write_text('[waivers]\nVSL224 = "recording stand-in of the test"\n')
+    env["VSL_POLICY"] = str(tmp / "policy.toml")
     return env
 
 

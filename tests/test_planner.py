@@ -404,3 +404,22 @@ def test_kv_connector_hosts_must_be_internal(extra, ok):
     plan = plan_for(["m", "--kv-transfer-config", json.dumps(cfg)],
                     policy=Policy(internal_iface="eth1"))
     assert ("VSL113" not in blocking_ids(plan)) is ok, [f.to_dict() for f in plan.findings]
+
+
+@pytest.mark.parametrize("cmd,known", [
+    (("vllm", "serve"), True), (("/opt/venv/bin/vllm", "serve"), True),
+    (("vllm-mindspore", "serve"), True),
+    (("python3", "-m", "vllm.entrypoints.cli.main", "serve"), True),
+    (("/usr/bin/python3.11", "-I", "-m", "vllm_secure_launch.supervise.entry", "serve"), True),
+    (("env", "VLLM_ALLOW_INSECURE_SERIALIZATION=1", "vllm", "serve"), False),
+    (("vllm", "serve", "--trust-remote-code"), False), (("vllm",), False),
+    (("bash", "-c", "vllm serve"), False), (("python3", "-c", "import os", "serve"), False),
+    (("python3", "-m", "evil", "serve"), False),
+])
+def test_vllm_command_judgement(cmd, known):
+    """Only known launchers of vLLM's serve pass; anything else is VSL224 (issue 10)."""
+    from vllm_secure_launch.rules.flag_rules import known_vllm_command
+
+    assert known_vllm_command(cmd) is known
+    plan = plan_for(["m"], policy=Policy(vllm_command=cmd))
+    assert ("VSL224" in {f.rule_id for f in plan.findings}) is (not known)

@@ -17,9 +17,11 @@ from vllm_secure_launch.rules import evaluate
 from vllm_secure_launch.rules.cluster_rules import is_follower
 from vllm_secure_launch.rules.context import Context, build_context
 from vllm_secure_launch.rules.env_rules import LOADER_PREFIXES, PRESENCE, SCRUB
+from vllm_secure_launch.rules.internal_rules import secret_like_unknown
 from vllm_secure_launch.rules.network_rules import api_endpoint
 from vllm_secure_launch.surface import flags as vllm_flags
 from vllm_secure_launch.surface.args import ServeArgs
+from vllm_secure_launch.surface.secrets import redact_argv
 
 GATE_MIDDLEWARE = gate_config.MIDDLEWARE
 ENTRY_MODULE = "vllm_secure_launch.supervise.entry"
@@ -167,6 +169,9 @@ def build_plan(
     child_args = replace(args, values=_child_values(ctx, internal, gate), config_file=None)
     prefix = policy.vllm_command or default_command(host.python)
     argv = (*prefix, *vllm_flags.to_argv(child_args))
+    hidden = secret_like_unknown(args.unknown)
+    if hidden:  # refused (VSL223): the value must not reach any report either
+        argv = redact_argv(argv, hidden)
     api = api_endpoint(ctx)
     internal_ips = tuple(ip for ip in _guard_allowed(internal, policy))
     expected = ExpectedListeners(api=api, internal_ips=internal_ips,

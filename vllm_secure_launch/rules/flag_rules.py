@@ -217,4 +217,54 @@ def check_import_by_name(ctx: Context) -> list[Finding]:
     return out
 
 
-CHECKS = (check_keys, check_flags, check_media_path, check_import_by_name)
+VLLM_COMMAND = Rule(
+    "VSL224", "the vLLM command is not a known launcher of vLLM's serve", Severity.ERROR,
+    "leave --vllm-command / VSL_VLLM_COMMAND / [launcher] vllm_command unset (vLLM of the "
+    "launcher's Python), or name one of: `vllm serve`, `vllm-mindspore serve`, `PYTHON -m "
+    "vllm.entrypoints.cli.main serve`, `PYTHON -m vllm_secure_launch.supervise.entry serve`, by "
+    "path or name, with nothing after `serve`; vLLM's own options go after `serve` where the "
+    "launcher judges them. Waive VSL224 only for a wrapper you audited",
+    doc="The command runs with the plan's environment and arguments: `env VAR=...` would set "
+    "variables the planner removed, extra options after `serve` would be read by vLLM but never "
+    "judged, and another program is not vLLM at all.",
+)
+RULES = (*RULES, VLLM_COMMAND)
+
+# `PYTHON [-I -s -E -B -u] -m MODULE serve` with one of these modules.
+_VLLM_MODULES = ("vllm.entrypoints.cli.main", "vllm_secure_launch.supervise.entry")
+_VLLM_SCRIPTS = ("vllm", "vllm-mindspore")
+_PYTHON_FLAGS = ("-I", "-s", "-E", "-B", "-u")
+
+
+def known_vllm_command(cmd: tuple[str, ...]) -> bool:
+    import os.path
+    import re
+
+    if len(cmd) < 2 or cmd[-1] != "serve":
+        return False
+    head = os.path.basename(cmd[0])
+    if len(cmd) == 2:
+        return head in _VLLM_SCRIPTS
+    if not re.fullmatch(r"python(\d+(\.\d+)?)?", head):
+        return False
+    rest = list(cmd[1:-1])
+    while rest and rest[0] in _PYTHON_FLAGS:
+        rest.pop(0)
+    return len(rest) == 2 and rest[0] == "-m" and rest[1] in _VLLM_MODULES
+
+
+def check_vllm_command(ctx: Context) -> list[Finding]:
+    cmd = tuple(ctx.policy.vllm_command)
+    if not cmd or known_vllm_command(cmd):
+        return []
+    origin = ctx.policy.origins.get("vllm_command", "the policy")
+    where = {"cli": "--vllm-command", "env": "VSL_VLLM_COMMAND",
+             "file": "[launcher] vllm_command"}.get(origin, "vllm_command")
+    from vllm_secure_launch.surface.secrets import redact_argv
+
+    shown = " ".join(redact_argv(cmd, {t.split("=", 1)[0] for t in cmd if "=" in t}))
+    return [VLLM_COMMAND.finding(where, f"{where} is `{shown}`: not vLLM's serve as the launcher "
+                                 "knows it; whatever it adds is not judged")]
+
+
+CHECKS = (check_keys, check_flags, check_media_path, check_import_by_name, check_vllm_command)

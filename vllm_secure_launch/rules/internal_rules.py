@@ -20,7 +20,25 @@ PARSER_NOTE = Rule(
     "write each option once, in full",
 )
 
-RULES = (RULE_CRASHED, UNKNOWN_FLAG, PARSER_NOTE)
+SECRET_LIKE_UNKNOWN = Rule(
+    "VSL223", "an option vLLM does not know looks like it carries a secret", Severity.ERROR,
+    "check the spelling (a mistyped --api-key?); give the API key through --api-key-file, a "
+    "systemd credential or VLLM_API_KEY, never on the command line; its value is redacted in "
+    "every report, and the start is refused so it never reaches a process list",
+    doc="A secret on the command line is readable by every local user in /proc/PID/cmdline. "
+    "vLLM's own --api-key and --hf-token are moved into the environment by the planner; an "
+    "unknown option cannot be moved, because nothing knows what it is (surface/secrets.py).",
+)
+
+RULES = (RULE_CRASHED, UNKNOWN_FLAG, PARSER_NOTE, SECRET_LIKE_UNKNOWN)
+
+
+def secret_like_unknown(unknown: tuple[str, ...]) -> set[str]:
+    """Names of unknown options that look secret-bearing (their values are redacted)."""
+    from vllm_secure_launch.surface.secrets import looks_secret
+
+    return {tok.split("=", 1)[0] for tok in unknown
+            if tok.startswith("-") and looks_secret(tok)}
 
 
 def check_parser(ctx: Context) -> list[Finding]:
@@ -28,6 +46,9 @@ def check_parser(ctx: Context) -> list[Finding]:
     names = [tok.split("=", 1)[0] for tok in ctx.args.unknown if tok.startswith("-")]
     out = [UNKNOWN_FLAG.finding(name, f"{name} is not a vLLM 0.32 serve option; passed through")
            for name in names]
+    out += [SECRET_LIKE_UNKNOWN.finding(name, f"{name} is not a vLLM option and its name looks "
+                                        "like a key or token: its value is not shown")
+            for name in sorted(secret_like_unknown(ctx.args.unknown))]
     out.extend(PARSER_NOTE.finding("argv", note) for note in ctx.args.notes)
     return out
 

@@ -1,0 +1,41 @@
+"""Which option names look like they carry a secret: one notion for the whole launcher.
+
+vLLM's own secret options (--api-key, --hf-token) are moved into the environment by the
+planner. Anything else whose name looks like a key, token, password or credential — typically a
+mistyped --api-key (`--api-keyy`, `--apikey`, `--api_key2`) that vLLM does not know — is treated
+as secret everywhere: its value is never shown in argv, reports or findings, and the plan is
+refused before it can reach a process list (VSL223).
+"""
+
+from __future__ import annotations
+
+import re
+
+# Applied to options vLLM does not know (vLLM would refuse them anyway, so a generous match
+# costs nothing): any of these fragments, in any spelling, marks the option as secret-bearing.
+_SECRET = re.compile(r"ke[ey]|tok|secret|pass|pwd|cred|auth|cookie|bearer|sess")
+
+
+def looks_secret(option: str) -> bool:
+    """True for option names such as --api-keyy, --apikey, --auth-token, --db_password."""
+    name = option.split("=", 1)[0].lstrip("-").lower()
+    return bool(_SECRET.search(name.replace("_", "").replace("-", "").replace(".", "")))
+
+
+def redact_argv(argv: tuple[str, ...] | list[str], secret_options: set[str]) -> tuple[str, ...]:
+    """argv with the values of the named options replaced by <redacted>."""
+    out: list[str] = []
+    hide_next = False
+    for token in argv:
+        if hide_next and not token.startswith("-"):
+            out.append("<redacted>")
+            hide_next = False
+            continue
+        hide_next = False
+        name, eq, _ = token.partition("=")
+        if name in secret_options:
+            out.append(f"{name}=<redacted>" if eq else token)
+            hide_next = not eq
+        else:
+            out.append(token)
+    return tuple(out)
