@@ -56,11 +56,15 @@ class Finding:
         return d
 
 
+# Findings no waiver can lift: waiving them would make the launcher unchecked by construction.
+UNWAIVABLE = frozenset({"VSL905"})
+
+
 def apply_waivers(findings: Iterable[Finding], waivers: Mapping[str, str]) -> list[Finding]:
     """Mark findings whose rule ID the policy waives; they stay in every report."""
     out = []
     for f in findings:
-        reason = waivers.get(f.rule_id)
+        reason = None if f.rule_id in UNWAIVABLE else waivers.get(f.rule_id)
         out.append(f.with_waiver(reason) if reason is not None and f.waived is None else f)
     return out
 

@@ -38,6 +38,17 @@ def default_command(python: str) -> tuple[str, ...]:
     return (python, "-m", ENTRY_MODULE, "serve")
 
 
+def inductor_cache(environ: Mapping[str, str], rpc_dir: str) -> str:
+    """The service user's own cache directory, else the private run directory (no reuse)."""
+    from vllm_secure_launch.rules.env_rules import in_world_writable
+
+    base = environ.get("XDG_CACHE_HOME") or (
+        os.path.join(environ["HOME"], ".cache") if environ.get("HOME") else "")
+    if base.startswith("/") and not in_world_writable(base) and base != "/":
+        return os.path.join(base, "vllm-secure-launch", "torchinductor")
+    return os.path.join(rpc_dir, "torchinductor")
+
+
 def rpc_dir_for(host: HostFacts) -> str:
     return os.path.join(host.runtime_dir, f"vllm-secure-launch-{host.uid}-{host.pid}")
 
@@ -125,10 +136,10 @@ def _child_env(ctx: Context, internal: InternalNet | None, rpc_dir: str,
         "VLLM_PLUGINS": ",".join(policy.plugins),
     }
     if "TORCHINDUCTOR_CACHE_DIR" not in environ:
-        # TMPDIR moves into the private run directory; keep torch's compile cache where it
-        # would have been without that move, so every start does not recompile from scratch.
-        set_["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(
-            environ.get("TMPDIR") or "/tmp", f"torchinductor_{ctx.host.user}")
+        # TMPDIR moves into the private run directory; keep torch's compile cache across starts,
+        # but not at torch's default /tmp/torchinductor_USER: a predictable name in a
+        # world-writable directory that another user can create first and fill with pickles.
+        set_["TORCHINDUCTOR_CACHE_DIR"] = inductor_cache(environ, rpc_dir)
     if internal is not None:
         set_.update(_network_env(internal, ctx.accelerator))
     if policy.tcpstore_guard:

@@ -21,10 +21,11 @@ def _families() -> tuple:
         env_rules,
         flag_rules,
         internal_rules,
+        launcher_rules,
         network_rules,
     )
 
-    return (network_rules, flag_rules, cluster_rules, env_rules, internal_rules)
+    return (network_rules, flag_rules, cluster_rules, env_rules, internal_rules, launcher_rules)
 
 
 def _catalogs() -> tuple:

@@ -80,9 +80,27 @@ SCRUBBED = Rule(
     "nothing to do; remove it from the service's environment to silence this",
 )
 
+LOOPBACK_WIDENED = Rule(
+    "VSL415", "a loopback-address variable points beyond loopback", Severity.ERROR,
+    "unset VLLM_LOOPBACK_IP or set it to 127.0.0.1 / ::1: vLLM binds its in-node sockets there",
+    doc="vLLM's get_loopback_ip() (vllm/utils/network_utils.py) returns VLLM_LOOPBACK_IP as is, "
+    "so a wildcard or a routable address there opens in-node sockets to the network.",
+)
+SHARED_CACHE = Rule(
+    "VSL416", "a compile or model cache is in a world-writable directory", Severity.ERROR,
+    "point the variable at a directory only the service user can write (e.g. under its home or "
+    "the systemd CacheDirectory=); another local user could plant pickled artefacts there that "
+    "vLLM and torch load as code",
+)
+RAY_ADDRESS_OUTSIDE = Rule(
+    "VSL417", "RAY_ADDRESS points outside the internal network", Severity.ERROR,
+    "unset RAY_ADDRESS or point it at a Ray head on loopback or the internal network; vLLM's "
+    "ray.init() joins whatever cluster it names and runs its workers there",
+)
+
 RULES = (DEV_MODE, LEGACY_PROFILER, INSECURE_SERIALIZATION, RUNTIME_LORA, DEBUG_RESPONSES,
          RUST_FRONTEND, PLUGINS, SAGEMAKER_LOADERS, VLLM_PORT_URI, LOGGING_CONFIG, DEBUG_DUMP,
-         DOS_GUARD, RISKY_SWITCH, SCRUBBED)
+         DOS_GUARD, RISKY_SWITCH, SCRUBBED, LOOPBACK_WIDENED, SHARED_CACHE, RAY_ADDRESS_OUTSIDE)
 
 # name -> rule: refused when present, whatever the value.
 PRESENCE: dict[str, Rule] = {
@@ -126,13 +144,24 @@ _WHY = {
     "VLLM_DISABLE_REQUEST_ID_RANDOMIZATION": "lets client request IDs collide across clients",
     "VLLM_ENABLE_COHERE_API": "adds the /cohere API",
 }
-# DoS guards: refused when 0 (disables the guard) or not a positive number.
-DOS_GUARDS = (
-    "VLLM_REGEX_COMPILATION_TIMEOUT_S", "VLLM_CHAT_TEMPLATE_RENDER_TIMEOUT",
-    "VLLM_MAX_EMBED_DECODE_BYTES", "VLLM_MAX_N_SEQUENCES", "VLLM_MAX_COMPLETION_PROMPTS",
-    "VLLM_MAX_STOP_STRINGS", "VLLM_MAX_NUM_BAD_WORDS", "VLLM_MAX_BAD_WORDS_TOTAL_TOKENS",
-    "VLLM_MAX_MEDIA_DOWNLOAD_SIZE_MB", "VLLM_TOOL_PARSE_REGEX_TIMEOUT_SECONDS",
-)
+# DoS guards -> vLLM 0.32's default (vllm/envs.py). Refused when 0 (disables the guard), not a
+# finite positive number, or more than DOS_FACTOR times the default (disabled by size).
+DOS_GUARDS: dict[str, float] = {
+    "VLLM_REGEX_COMPILATION_TIMEOUT_S": 5, "VLLM_CHAT_TEMPLATE_RENDER_TIMEOUT": 30.0,
+    "VLLM_MAX_EMBED_DECODE_BYTES": 2_147_483_648, "VLLM_MAX_N_SEQUENCES": 16384,
+    "VLLM_MAX_COMPLETION_PROMPTS": 1024, "VLLM_MAX_STOP_STRINGS": 4,
+    "VLLM_MAX_NUM_BAD_WORDS": 128, "VLLM_MAX_BAD_WORDS_TOTAL_TOKENS": 1024,
+    "VLLM_MAX_MEDIA_DOWNLOAD_SIZE_MB": 256, "VLLM_TOOL_PARSE_REGEX_TIMEOUT_SECONDS": 1,
+    "VLLM_MAX_AUDIO_CLIP_FILESIZE_MB": 25, "VLLM_MAX_AUDIO_DECODE_DURATION_S": 600,
+    "VLLM_MAX_AUDIO_DECODE_BYTES": 268_435_456, "VLLM_IMAGE_FETCH_TIMEOUT": 5,
+    "VLLM_VIDEO_FETCH_TIMEOUT": 30, "VLLM_AUDIO_FETCH_TIMEOUT": 10,
+}
+DOS_FACTOR = 16
+# Caches that hold pickled or compiled artefacts vLLM/torch/triton load back as code.
+CACHE_VARS = ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR", "VLLM_CACHE_ROOT",
+              "VLLM_ASSETS_CACHE", "VLLM_XLA_CACHE_PATH", "XDG_CACHE_HOME", "HF_HOME",
+              "HF_MODULES_CACHE", "TORCH_EXTENSIONS_DIR", "OUTLINES_CACHE_DIR")
+WORLD_WRITABLE = ("/tmp", "/var/tmp", "/dev/shm")
 LOADER_PREFIXES = ("CUSTOM_", "SAGEMAKER_")
 # Removed quietly (with an info finding): ignored or offline-only variables that must not leak
 # into the service (HOST_IP is ignored by vLLM; VLLM_DP_* are for offline SPMD only).
@@ -163,12 +192,63 @@ def check_dos_guards(ctx: Context) -> list[Finding]:
             continue
         raw = ctx.environ[name].strip()
         try:
-            ok = float(raw) > 0
+            value = float(raw)
         except ValueError:
-            ok = False
-        if not ok:
+            value = float("nan")
+        if not (value > 0 and value != float("inf")):
             out.append(DOS_GUARD.finding(name, f"{name}={raw!r} disables or breaks the guard"))
+        elif value > DOS_GUARDS[name] * DOS_FACTOR:
+            out.append(DOS_GUARD.finding(
+                name, f"{name}={raw} is more than {DOS_FACTOR}× vLLM's default "
+                f"({DOS_GUARDS[name]:g}): the guard is disabled by size",
+                remedy=f"keep it within {DOS_GUARDS[name] * DOS_FACTOR:g}, or waive VSL412 "
+                "with the reason"))
     return out
+
+
+def check_loopback_ip(ctx: Context) -> list[Finding]:
+    import ipaddress
+
+    raw = ctx.environ.get("VLLM_LOOPBACK_IP", "").strip()
+    if not raw:
+        return []
+    try:
+        ok = ipaddress.ip_address(raw).is_loopback
+    except ValueError:
+        ok = False
+    return [] if ok else [LOOPBACK_WIDENED.finding(
+        "VLLM_LOOPBACK_IP", f"VLLM_LOOPBACK_IP={raw!r} is not a loopback address")]
+
+
+def in_world_writable(path: str) -> bool:
+    import posixpath
+
+    norm = posixpath.normpath(path) if path.startswith("/") else ""
+    return any(norm == d or norm.startswith(d + "/") for d in WORLD_WRITABLE)
+
+
+def check_caches(ctx: Context) -> list[Finding]:
+    return [SHARED_CACHE.finding(name, f"{name}={ctx.environ[name]} is under a world-writable "
+                                       "directory")
+            for name in CACHE_VARS if name in ctx.environ and in_world_writable(ctx.environ[name])]
+
+
+def check_ray_address(ctx: Context) -> list[Finding]:
+    import ipaddress
+
+    raw = ctx.environ.get("RAY_ADDRESS", "").strip()
+    if not raw or raw == "local":
+        return []
+    host = raw.split("://", 1)[-1].rsplit(":", 1)[0].strip("[]")
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        ip = None
+    net = ctx.internal.network if ctx.internal else None
+    if ip is not None and (ip.is_loopback or (net and ip in ipaddress.ip_network(net))):
+        return []
+    return [RAY_ADDRESS_OUTSIDE.finding("RAY_ADDRESS", f"RAY_ADDRESS={raw!r} is not on loopback "
+                                        f"or the internal network ({net or 'none configured'})")]
 
 
 def check_vllm_port(ctx: Context) -> list[Finding]:
@@ -198,4 +278,5 @@ def check_scrubbed(ctx: Context) -> list[Finding]:
             for n in SCRUB if n in ctx.environ]
 
 
-CHECKS = (check_presence, check_dos_guards, check_vllm_port, check_plugins, check_scrubbed)
+CHECKS = (check_presence, check_dos_guards, check_vllm_port, check_plugins, check_scrubbed,
+          check_loopback_ip, check_caches, check_ray_address)
