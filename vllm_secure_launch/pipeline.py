@@ -40,8 +40,11 @@ def prepare(cli: Mapping[str, Any], vllm_args: Sequence[str],
 
     policy = load(cli, environ)
     args = flags.parse(list(vllm_args))
+    # Paths vLLM will open, resolved here (cwd, symlinks) so the pure rules judge the real one.
+    media = args.get("allowed_local_media_path")
     facts = host_facts.collect(environ, policy.api_key_file, policy.runtime_dir,
-                               policy.allowed_media_dirs)
+                               policy.allowed_media_dirs,
+                               paths=(media,) if isinstance(media, str) else ())
     plan = build_plan(args, environ, policy, facts, accelerator=accelerator(policy, environ))
     return Prepared(with_preflight(plan, preflight(plan, args), policy), policy, args)
 

@@ -36,6 +36,9 @@ class HostFacts:
     api_key_file: SecretFile | None = None  # --api-key-file
     credential_key: SecretFile | None = None  # $CREDENTIALS_DIRECTORY/vllm-api-key
     dirs: Mapping[str, bool] = field(default_factory=dict)  # path -> exists (media dirs)
+    cwd: str = "/"  # the service's working directory (vLLM resolves relative paths there)
+    # path as given -> the path the kernel resolves it to (cwd joined, symlinks followed)
+    realpaths: Mapping[str, str] = field(default_factory=dict)
 
 
 def _prefixlen(netmask: str | None, family: int) -> int:
@@ -121,6 +124,7 @@ def runtime_base(environ: Mapping[str, str], configured: str) -> str:
 def collect(
     environ: Mapping[str, str], api_key_file: str, runtime_dir: str,
     media_dirs: tuple[str, ...] = (),
+    paths: tuple[str, ...] = (),
 ) -> HostFacts:
     hostname = socket.gethostname()
     cred_dir = environ.get("CREDENTIALS_DIRECTORY")
@@ -139,4 +143,6 @@ def collect(
         api_key_file=read_secret_file(api_key_file) if api_key_file else None,
         credential_key=cred,
         dirs={d: os.path.isdir(d) for d in media_dirs},
+        cwd=os.getcwd(),
+        realpaths={p: os.path.realpath(p) for p in paths if p and "\0" not in p},
     )

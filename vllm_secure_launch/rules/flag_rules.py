@@ -92,8 +92,6 @@ RULES = (ARGV_KEY, KEY_FILE_BAD, NO_KEY_LOOPBACK, TOKENIZER_INFO, PROFILER, MIDD
          CORS_WILDCARD, MEDIA_PATH, SCALE_OUT, TOKENS_ONLY, TOOL_SERVER_DEMO, REQUEST_TEMPLATE,
          ARGV_HF_TOKEN, LOG_CONFIG_FLAG, REMOTE_CODE, IMPORT_BY_NAME)
 
-SYSTEM_DIRS = ("/", "/etc", "/root", "/home", "/proc", "/sys", "/dev", "/var", "/usr", "/boot",
-               "/bin", "/sbin", "/lib", "/lib64", "/opt", "/run", "/tmp", "/srv", "/mnt")
 SAFE_BACKENDS = (None, "mp", "uni", "ray", "external_launcher")
 # dest -> value that means "not set" for the import-by-name flags
 IMPORT_FLAGS: dict[str, tuple[object, ...]] = {
@@ -147,11 +145,7 @@ def check_flags(ctx: Context) -> list[Finding]:
         out.append(MIDDLEWARE.finding("--middleware", f"--middleware {mw} would be imported"))
     if a.get("grpc") or a.get("grpc_port") not in (None, ""):
         out.append(GRPC.finding("--grpc", "the gRPC server would listen without TLS or auth"))
-    origins = a.get("allowed_origins")
-    if a.get("allow_credentials") and origins and "*" in (
-            origins if isinstance(origins, list) else [str(origins)]):
-        out.append(CORS_WILDCARD.finding("--allowed-origins", "any origin may send credentialed "
-                                                              "requests"))
+    out += check_cors(a.get("allowed_origins"), bool(a.get("allow_credentials")))
     for dest in ("enable_elastic_ep", "enable_fault_tolerance", "enable_scale_out"):
         if a.get(dest):
             out.append(SCALE_OUT.finding(_flag(ctx, dest), f"{_flag(ctx, dest)} is enabled"))
@@ -171,19 +165,71 @@ def check_flags(ctx: Context) -> list[Finding]:
     return out
 
 
+# Directories that hold the system, other users' files or secrets (systemd credentials,
+# Kubernetes service-account tokens, the kubelet's pod volumes): a media root may be none of
+# these, inside none of them, and no ancestor of one (that would include it).
+SENSITIVE_DIRS = ("/etc", "/proc", "/sys", "/dev", "/root", "/boot", "/home", "/run",
+                  "/var/run", "/var/lib/kubelet", "/var/log", "/var/lib/private", "/usr", "/bin",
+                  "/sbin", "/lib", "/lib64", "/tmp", "/var/tmp", "/dev/shm")
+
+
+def canonical_path(ctx: Context, path: str) -> str:
+    """The path as vLLM will open it: relative to the service's working directory, symlinks
+    followed (host facts resolved them; a pure join is the fallback)."""
+    return ctx.host.realpaths.get(path) or os.path.normpath(os.path.join(ctx.host.cwd, path))
+
+
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+def sensitive_reason(ctx: Context, real: str) -> str | None:
+    secret_files = [f.path for f in (ctx.host.api_key_file, ctx.host.credential_key) if f]
+    cred = ctx.environ.get("CREDENTIALS_DIRECTORY")
+    roots = [*SENSITIVE_DIRS, *([cred] if cred else []),
+             *(os.path.dirname(os.path.realpath(f)) for f in secret_files)]
+    for root in roots:
+        if _inside(real, root):
+            return f"it is inside {root}"
+        if _inside(root, real):
+            return f"it contains {root}"
+    return None
+
+
+def cors_allows_all(origins: object) -> bool:
+    """Starlette's CORSMiddleware: allow_all_origins = "*" in allow_origins. On a JSON string
+    that is a substring test ("https://*.a.com" allows all), on an object a key test."""
+    if isinstance(origins, (str, dict, list, tuple)):
+        return "*" in origins
+    return False
+
+
+def check_cors(origins: object, credentials: bool) -> list[Finding]:
+    out = []
+    if origins is not None and not (isinstance(origins, list)
+                                    and all(isinstance(o, str) for o in origins)):
+        out.append(CORS_SHAPE.finding("--allowed-origins", f"--allowed-origins is a JSON "
+                                      f"{type(origins).__name__}, not a list of origins"))
+    if credentials and cors_allows_all(origins):
+        out.append(CORS_WILDCARD.finding("--allowed-origins", "any origin may send credentialed "
+                                                              "requests"))
+    return out
+
+
 def check_media_path(ctx: Context) -> list[Finding]:
     path = ctx.args.get("allowed_local_media_path")
-    if not path:
+    if not path or not isinstance(path, str):
         return []
-    norm = os.path.normpath(str(path))
+    real = canonical_path(ctx, path)
     allowed = [os.path.normpath(d) for d in ctx.policy.allowed_media_dirs]
-    if any(norm == d or norm.startswith(d.rstrip("/") + "/") for d in allowed):
+    if any(_inside(real, d) for d in allowed):
         return []
-    if norm in SYSTEM_DIRS or any(norm.startswith(s + "/") for s in ("/etc", "/proc", "/sys",
-                                                                   "/dev", "/root", "/boot")):
-        return [MEDIA_PATH.finding("--allowed-local-media-path",
-                                   f"{path} exposes a system directory to file:// media URLs")]
-    return []
+    why = sensitive_reason(ctx, real)
+    if why is None:
+        return []
+    shown = path if real == path else f"{path} (resolves to {real})"
+    return [MEDIA_PATH.finding("--allowed-local-media-path",
+                               f"{shown} exposes files to file:// media URLs: {why}")]
 
 
 def _module_paths(value: object, where: str) -> list[str]:
@@ -228,7 +274,13 @@ VLLM_COMMAND = Rule(
     "variables the planner removed, extra options after `serve` would be read by vLLM but never "
     "judged, and another program is not vLLM at all.",
 )
-RULES = (*RULES, VLLM_COMMAND)
+CORS_SHAPE = Rule(
+    "VSL225", "--allowed-origins is not a JSON list of origin strings", Severity.ERROR,
+    "write a JSON list, e.g. --allowed-origins '[\"https://app.example.com\"]': Starlette tests "
+    "\"*\" in the value, so a string containing * or an object with a \"*\" key allows every "
+    "origin",
+)
+RULES = (*RULES, VLLM_COMMAND, CORS_SHAPE)
 
 # `PYTHON [-I -s -E -B -u] -m MODULE serve` with one of these modules.
 _VLLM_MODULES = ("vllm.entrypoints.cli.main", "vllm_secure_launch.supervise.entry")
