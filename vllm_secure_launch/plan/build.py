@@ -140,6 +140,12 @@ def _child_env(ctx: Context, internal: InternalNet | None, rpc_dir: str,
         # but not at torch's default /tmp/torchinductor_USER: a predictable name in a
         # world-writable directory that another user can create first and fill with pickles.
         set_["TORCHINDUCTOR_CACHE_DIR"] = inductor_cache(environ, rpc_dir)
+    if "OUTLINES_CACHE_DIR" not in environ:
+        # The outlines cache (VLLM_V1_USE_OUTLINES_CACHE) is an unbounded on-disk database,
+        # by default under ~/.cache or the temp dir: give it the service's own directory.
+        set_["OUTLINES_CACHE_DIR"] = os.path.join(
+            os.path.dirname(set_["TORCHINDUCTOR_CACHE_DIR"] if "TORCHINDUCTOR_CACHE_DIR" in set_
+                            else inductor_cache(environ, rpc_dir)), "outlines")
     if internal is not None:
         set_.update(_network_env(internal, ctx.accelerator))
     if policy.tcpstore_guard:

@@ -98,12 +98,20 @@ RAY_ADDRESS_OUTSIDE = Rule(
     "ray.init() joins whatever cluster it names and runs its workers there",
 )
 
-RULES = (DEV_MODE, LEGACY_PROFILER, INSECURE_SERIALIZATION, RUNTIME_LORA, DEBUG_RESPONSES,
+OPTIMIZED = Rule(
+    "VSL418", "Python's optimize mode would strip vLLM's assert checks", Severity.ERROR,
+    "unset PYTHONOPTIMIZE (and drop -O/-OO): vLLM bounds-checks peer- and request-supplied "
+    "data with assert (Mooncake and NIXL connectors, video frame bounds), and CVE-2026-41523 "
+    "was such an assert; vLLM never checks for optimize mode itself",
+)
+
+RULES = (OPTIMIZED, DEV_MODE, LEGACY_PROFILER, INSECURE_SERIALIZATION, RUNTIME_LORA, DEBUG_RESPONSES,
          RUST_FRONTEND, PLUGINS, SAGEMAKER_LOADERS, VLLM_PORT_URI, LOGGING_CONFIG, DEBUG_DUMP,
          DOS_GUARD, RISKY_SWITCH, SCRUBBED, LOOPBACK_WIDENED, SHARED_CACHE, RAY_ADDRESS_OUTSIDE)
 
 # name -> rule: refused when present, whatever the value.
 PRESENCE: dict[str, Rule] = {
+    "PYTHONOPTIMIZE": OPTIMIZED,
     "VLLM_SERVER_DEV_MODE": DEV_MODE,
     "VLLM_TORCH_PROFILER_DIR": LEGACY_PROFILER,
     "VLLM_TORCH_CUDA_PROFILE": LEGACY_PROFILER,

@@ -65,9 +65,12 @@ TOOL_SERVER_DEMO = Rule(
     "drop --tool-server demo (it runs model-generated Python without network isolation)",
 )
 REQUEST_TEMPLATE = Rule(
-    "VSL215", "clients may send their own chat templates", Severity.WARNING,
-    "drop --trust-request-chat-template unless clients are trusted (template rendering is a DoS "
-    "vector)",
+    "VSL215", "clients may send their own chat templates", Severity.ERROR,
+    "drop --trust-request-chat-template, or waive VSL215 when every client is trusted: a "
+    "request-supplied Jinja template is rendered by the server (GHSA-6fvq-23cw-5628, "
+    "GHSA-69j4-grxj-j64p; Jinja sandbox escapes CVE-2025-27516, CVE-2024-56326)",
+    doc="vLLM 0.32/0.33 entrypoints/openai online_renderer: with the flag a request's "
+    "chat_template is used instead of the server's.",
 )
 ARGV_HF_TOKEN = Rule(
     "VSL217", "a Hugging Face token was given on the command line", Severity.WARNING,
@@ -153,6 +156,12 @@ def check_flags(ctx: Context) -> list[Finding]:
         out.append(TOKENS_ONLY.finding("--tokens-only", "token-in/token-out routes are served"))
     if str(a.get("tool_server", "")).strip() == "demo":
         out.append(TOOL_SERVER_DEMO.finding("--tool-server", "--tool-server demo"))
+    for dest in ("enable_prompt_embeds", "trust_request_mm_kwargs"):
+        if a.get(dest):
+            out.append(REQUEST_INPUTS.finding(_flag(ctx, dest), f"{_flag(ctx, dest)} is enabled"))
+    if str(a.get("load_format", "")).strip().lower() in ("netloader", "rfork"):
+        out.append(LISTENING_LOADER.finding("--load-format",
+                                            f"--load-format {a.get('load_format')} listens"))
     if a.get("trust_request_chat_template"):
         out.append(REQUEST_TEMPLATE.finding("--trust-request-chat-template",
                                             "request-supplied chat templates are rendered"))
@@ -280,7 +289,24 @@ CORS_SHAPE = Rule(
     "\"*\" in the value, so a string containing * or an object with a \"*\" key allows every "
     "origin",
 )
-RULES = (*RULES, VLLM_COMMAND, CORS_SHAPE)
+REQUEST_INPUTS = Rule(
+    "VSL226", "clients may send inputs the server deserialises or passes to processors",
+    Severity.ERROR,
+    "drop --enable-prompt-embeds (request tensors are loaded with torch.load: GHSA-mrw7-hf4f-"
+    "83pf, GHSA-mcmc-2m55-j8jj, torch CVE-2025-32434) and --trust-request-mm-kwargs (request "
+    "kwargs reach multimodal processors: GHSA-58v5-2m8f-94pr), or waive VSL226 when every "
+    "client is trusted",
+    doc="vllm/config/model.py (enable_prompt_embeds) and entrypoints protocol checks of "
+    "mm_processor_kwargs/media_io_kwargs, 0.32 and 0.33.",
+)
+LISTENING_LOADER = Rule(
+    "VSL227", "a load format opens a server socket", Severity.ERROR,
+    "use another --load-format: vllm-ascend's netloader serves weights on an unauthenticated "
+    "TCP port (VLLM_HOST_IP, LISTEN_PORT + device id) and rfork runs a FastAPI seed server on "
+    "0.0.0.0 with a dynamic port, gated only by a seed_key query value",
+    doc="vllm-ascend v0.23.0 netloader/interaction/elastic.py and rfork/seed_server.py.",
+)
+RULES = (*RULES, VLLM_COMMAND, CORS_SHAPE, REQUEST_INPUTS, LISTENING_LOADER)
 
 # `PYTHON [-I -s -E -B -u] -m MODULE serve` with one of these modules.
 _VLLM_MODULES = ("vllm.entrypoints.cli.main", "vllm_secure_launch.supervise.entry")
