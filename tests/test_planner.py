@@ -352,7 +352,7 @@ NOTICES = [
     ("no key without gate warns", ["m"], {"VLLM_API_KEY": ""}, {"gate_policy": {"enabled": False}},
      {}, "VSL203"),
     ("tokens-only warns", ["m", "--tokens-only"], {}, {}, {}, "VSL211"),
-    ("request chat templates warn", ["m", "--trust-request-chat-template"], {}, {}, {}, "VSL215"),
+    # --trust-request-chat-template now refuses (issue 13): tests/test_refusals_2026.py
     ("hf token on argv moves to env", ["m", "--hf-token", "hf_x"], {}, {}, {}, "VSL217"),
     ("multi-node pins are reported", ["m", "--nnodes", "2"], {}, {"internal_iface": "eth1"}, {},
      "VSL301"),
