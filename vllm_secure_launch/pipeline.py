@@ -34,17 +34,23 @@ def prepare(cli: Mapping[str, Any], vllm_args: Sequence[str],
     """Read the policy and the host, plan, run the accelerator preflight, amend. The only
     effects are reads (files, interfaces, NVML/npu-smi); the decisions are pure."""
     from vllm_secure_launch.host import facts as host_facts
+    from vllm_secure_launch.host import packages as host_packages
     from vllm_secure_launch.plan.amend import with_preflight
     from vllm_secure_launch.plan.build import build_plan
-    from vllm_secure_launch.surface import flags
+    from vllm_secure_launch.surface import flags, versions
 
     policy = load(cli, environ)
-    args = flags.parse(list(vllm_args))
+    packages = host_packages.installed(policy.vllm_command)
+    choice = versions.choose(*host_packages.engine(packages[0]))
+    args = flags.parse(list(vllm_args), table=None if choice.surface == versions.KNOWN[0]
+                       else flags.load_table(str(choice.flags_file)))
     # Paths vLLM will open, resolved here (cwd, symlinks) so the pure rules judge the real one.
     media = args.get("allowed_local_media_path")
     facts = host_facts.collect(environ, policy.api_key_file, policy.runtime_dir,
                                policy.allowed_media_dirs,
-                               paths=(media,) if isinstance(media, str) else ())
+                               paths=(media,) if isinstance(media, str) else (),
+                               vllm_command=policy.vllm_command, packages=packages,
+                               surface=(choice.surface, choice.exact, choice.why))
     plan = build_plan(args, environ, policy, facts, accelerator=accelerator(policy, environ))
     return Prepared(with_preflight(plan, preflight(plan, args), policy), policy, args)
 

@@ -39,6 +39,11 @@ class HostFacts:
     cwd: str = "/"  # the service's working directory (vLLM resolves relative paths there)
     # path as given -> the path the kernel resolves it to (cwd joined, symlinks followed)
     realpaths: Mapping[str, str] = field(default_factory=dict)
+    # distribution -> version of the vLLM environment (host/packages.py), and where it was read
+    packages: Mapping[str, str] = field(default_factory=dict)
+    packages_source: str = ""
+    # (surface version, exact match, why) chosen for those packages (surface/versions.py)
+    surface: tuple[str, bool, str] = ("0.32", True, "default")
 
 
 def _prefixlen(netmask: str | None, family: int) -> int:
@@ -125,7 +130,13 @@ def collect(
     environ: Mapping[str, str], api_key_file: str, runtime_dir: str,
     media_dirs: tuple[str, ...] = (),
     paths: tuple[str, ...] = (),
+    vllm_command: tuple[str, ...] = (),
+    packages: tuple[dict[str, str], str] | None = None,
+    surface: tuple[str, bool, str] = ("0.32", True, "default"),
 ) -> HostFacts:
+    from vllm_secure_launch.host import packages as pkgs
+
+    found, source = packages if packages is not None else pkgs.installed(vllm_command)
     hostname = socket.gethostname()
     cred_dir = environ.get("CREDENTIALS_DIRECTORY")
     cred = None
@@ -145,4 +156,7 @@ def collect(
         dirs={d: os.path.isdir(d) for d in media_dirs},
         cwd=os.getcwd(),
         realpaths={p: os.path.realpath(p) for p in paths if p and "\0" not in p},
+        packages=found,
+        packages_source=source,
+        surface=surface,
     )

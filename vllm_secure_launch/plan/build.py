@@ -49,6 +49,17 @@ def inductor_cache(environ: Mapping[str, str], rpc_dir: str) -> str:
     return os.path.join(rpc_dir, "torchinductor")
 
 
+def vllm_facts(host: HostFacts) -> dict[str, Any]:
+    """Which vLLM will run, read from where, and the surface that judges it (for reports)."""
+    from vllm_secure_launch.host.packages import engine
+
+    dist, version = engine(host.packages)
+    surface, exact, why = host.surface
+    return {"distribution": dist, "version": version, "read_from": host.packages_source,
+            "surface": surface, "surface_exact": exact, "why": why,
+            "packages": dict(sorted(host.packages.items()))}
+
+
 def rpc_dir_for(host: HostFacts) -> str:
     return os.path.join(host.runtime_dir, f"vllm-secure-launch-{host.uid}-{host.pid}")
 
@@ -209,5 +220,6 @@ def build_plan(
         facts={"policy": policy.source, "multinode": list(ctx.multinode),
                "api_key_source": ctx.key.source,
                "internal_network": internal.network if internal else None,
-               "waivers": dict(policy.waivers)},
+               "waivers": dict(policy.waivers),
+               "vllm": vllm_facts(host)},
     )

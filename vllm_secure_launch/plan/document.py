@@ -34,6 +34,7 @@ def plan_document(plan: Plan) -> dict[str, Any]:
         "rpc_dir": plan.rpc_dir,
         "policy": plan.facts.get("policy"),
         "waivers": plan.facts.get("waivers", {}),
+        "vllm": plan.facts.get("vllm"),
         "preflight": plan.facts.get("preflight"),
         "findings": findings_json(plan.findings),
     }

@@ -17,6 +17,7 @@ Check = Callable[["Context"], list[Finding]]
 
 def _families() -> tuple:
     from vllm_secure_launch.rules import (
+        advisory_rules,
         cluster_rules,
         env_rules,
         flag_rules,
@@ -25,7 +26,8 @@ def _families() -> tuple:
         network_rules,
     )
 
-    return (network_rules, flag_rules, cluster_rules, env_rules, internal_rules, launcher_rules)
+    return (network_rules, flag_rules, cluster_rules, env_rules, internal_rules, launcher_rules,
+            advisory_rules)
 
 
 def _catalogs() -> tuple:
