@@ -169,3 +169,19 @@ def test_advisories_command_text_and_json(tmp_path):
     doc = json.loads(js.stdout)
     assert doc["kind"] == "advisories" and doc["decision"] == "refuse"
     assert doc["advisories"] and all(r["distribution"] == "vllm" for r in doc["advisories"])
+
+
+def test_lesser_advisory_warns_and_conditions_are_read_from_the_plan():
+    """GHSA-3ww4-5jv9-j5gm (vllm <0.22.0, not network-reachable, medium) applies only with
+    --revision/--code-revision: VSL431 warns then, and not without the flag."""
+    from tests.test_planner import KEY as PKEY
+    from tests.test_planner import host, plan_for
+
+    facts = host(packages={"vllm": "0.21.0"}, packages_source="/venv/bin/python")
+
+    def subjects(argv):
+        return {f.subject for f in plan_for(argv, {"VLLM_API_KEY": PKEY}, facts=facts).findings
+                if f.rule_id == "VSL431"}
+
+    assert "GHSA-3ww4-5jv9-j5gm" in subjects(["m", "--revision", "abc"])
+    assert "GHSA-3ww4-5jv9-j5gm" not in subjects(["m"])
