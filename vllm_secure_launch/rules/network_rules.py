@@ -192,33 +192,71 @@ def _endpoint_host(endpoint: str) -> str | None:
     return rest.rsplit(":", 1)[0]
 
 
+def _binds(endpoint: str) -> bool:
+    """vLLM's ZmqEventPublisher._is_bind_endpoint (vllm/distributed/kv_events.py, 0.32/0.33):
+    it binds when the string contains '*' or '::' anywhere, or is ipc/inproc; else connects."""
+    return "*" in endpoint or "::" in endpoint or endpoint.startswith(("ipc://", "inproc://"))
+
+
+def _judge_bind(ctx: Context, what: str, endpoint: str) -> list[Finding]:
+    """A ZMQ endpoint that vLLM binds: only tcp://*:0 (vLLM binds VLLM_HOST_IP, the pinned
+    address), ipc/inproc, loopback or the internal address may be bound."""
+    if endpoint == "tcp://*:0" or endpoint.startswith(("ipc://", "inproc://")):
+        return []
+    host = _endpoint_host(endpoint) or ""
+    if host in ("*", "::", "0.0.0.0", "") or "*" in host:
+        return [KV_EVENTS_WILDCARD.finding("--kv-events-config",
+                                           f"{what} {endpoint} binds every interface")]
+    kind = classify(host)
+    internal = ctx.internal.ip if ctx.internal else None
+    if kind == LOOPBACK or (internal is not None and host == internal):
+        return []
+    return [KV_EVENTS_WILDCARD.finding("--kv-events-config", f"{what} {endpoint} binds {host}, "
+                                       "which is neither loopback nor the internal address")]
+
+
 def check_kv_events(ctx: Context) -> list[Finding]:
     cfg = ctx.args.get("kv_events_config")
     if not isinstance(cfg, dict) or not cfg.get("enable_kv_cache_events"):
         return []
+    out: list[Finding] = []
     endpoint = str(cfg.get("endpoint", "tcp://*:5557"))
-    host = _endpoint_host(endpoint)
-    # vLLM binds only for '*', '::' or ipc/inproc; 'tcp://*:0' binds get_ip() = VLLM_HOST_IP.
-    if host in ("*", "::", "0.0.0.0") and endpoint != "tcp://*:0":
-        return [KV_EVENTS_WILDCARD.finding("--kv-events-config",
-                                           f"endpoint {endpoint} binds every interface")]
-    return []
+    if _binds(endpoint):
+        out += _judge_bind(ctx, "endpoint", endpoint)
+    replay = cfg.get("replay_endpoint")
+    if replay:  # the replay socket is always bound, whatever its spelling
+        out += _judge_bind(ctx, "replay_endpoint", str(replay))
+    return out
+
+
+def _connectors(cfg: object, where: str = "--kv-transfer-config"):  # noqa: ANN202
+    """Every connector config, nested ones (MultiConnector's extra_config.connectors) included."""
+    if isinstance(cfg, dict):
+        if "kv_connector" in cfg:
+            yield where, cfg
+        extra = cfg.get("kv_connector_extra_config")
+        if isinstance(extra, dict):
+            for i, child in enumerate(extra.get("connectors") or []):
+                yield from _connectors(child, f"{where}.connectors[{i}]")
 
 
 def check_connectors(ctx: Context) -> list[Finding]:
-    cfg = ctx.args.get("kv_transfer_config")
-    if not isinstance(cfg, dict):
-        return []
-    conn = str(cfg.get("kv_connector", ""))
-    extra = cfg.get("kv_connector_extra_config") or {}
-    if "moriio" in conn.lower():
-        return [WILDCARD_CONNECTOR.finding("--kv-transfer-config",
-                                           f"{conn} binds its handshake and notify sockets on tcp://*")]
-    if "mooncake" in conn.lower() and not (isinstance(extra, dict)
-                                           and extra.get("bootstrap_server_address")):
-        return [WILDCARD_CONNECTOR.finding("--kv-transfer-config",
-                                           f"{conn} starts its bootstrap server on 0.0.0.0")]
-    return []
+    out = []
+    for where, cfg in _connectors(ctx.args.get("kv_transfer_config")):
+        conn = str(cfg.get("kv_connector", ""))
+        extra = cfg.get("kv_connector_extra_config") or {}
+        if "moriio" in conn.lower():
+            out.append(WILDCARD_CONNECTOR.finding(
+                where, f"{conn} binds its handshake and notify sockets on tcp://*"))
+        elif "mooncake" in conn.lower():
+            addr = str(extra.get("bootstrap_server_address") or "") if isinstance(extra, dict) \
+                else ""
+            host = addr.rsplit(":", 1)[0].strip("[]") if addr else ""
+            if not host or host in ("0.0.0.0", "::", "*"):
+                out.append(WILDCARD_CONNECTOR.finding(
+                    where, f"{conn} starts its bootstrap server on 0.0.0.0 "
+                    f"(bootstrap_server_address {'absent' if not addr else addr})"))
+    return out
 
 
 CHECKS = (check_api, check_internal, check_hostname, check_kv_events, check_connectors)
