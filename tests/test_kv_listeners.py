@@ -65,3 +65,24 @@ def transfer(cfg):
 ])
 def test_connectors_nested_and_defaults(cfg, fires):
     assert ("VSL115" in blocking(transfer(cfg))) is fires
+
+
+@pytest.mark.parametrize("argv,fires", [
+    (["m", "--speculative-config", '{"method": "custom_class", "model": "evil.Proposer"}'], True),
+    (["m", "--speculative-config", '{"model": "evil.Proposer", "num_speculative_tokens": 2}'], True),
+    (["m", "--speculative-config", '{"model": "org/draft", "num_speculative_tokens": 2}'], False),
+    (["m", "--speculative-config", '{"method": "ngram", "num_speculative_tokens": 2}'], False),
+    (["m", "--compilation-config", '{"backend": "evil.compile"}'], True),
+    (["m", "--compilation-config", '{"backend": "inductor"}'], False),
+    (["m", "--compilation-config",
+      '{"inductor_compile_config": {"post_grad_custom_post_pass": "evil.mod.fn"}}'], True),
+    (["m", "--kv-transfer-config", '{"kv_connector": "OffloadingConnector", "kv_role": "kv_both",'
+      ' "kv_connector_extra_config": {"spec_name": "X", "spec_module_path": "evil.spec"}}'], True),
+    (["m", "--kv-transfer-config", '{"kv_connector": "MultiConnector", "kv_role": "kv_both",'
+      ' "kv_connector_extra_config": {"connectors": [{"kv_connector": "C",'
+      ' "kv_connector_module_path": "evil.conn", "kv_role": "kv_both"}]}}'], True),
+    (["m", "--kv-transfer-config", '{"kv_connector": "NixlConnector", "kv_role": "kv_both"}'], False),
+])
+def test_code_loading_inside_json_sub_configs(argv, fires):
+    """vLLM imports names from nested JSON values (issue 10): each is VSL221."""
+    assert ("VSL221" in blocking(argv)) is fires

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 from vllm_secure_launch.findings import Finding, Severity
 from vllm_secure_launch.rules.context import Context
@@ -108,7 +109,11 @@ IMPORT_FLAGS: dict[str, tuple[object, ...]] = {
     "reasoning_parser_plugin": ("",),
 }
 MODULE_PATH_KEYS = ("kv_connector_module_path", "ec_connector_module_path", "module_path",
-                    "cache_policy_module_path", "backpressure_cls")
+                    "cache_policy_module_path", "backpressure_cls", "spec_module_path",
+                    "policy_module_path", "worker_cls", "scheduler_cls", "proposer_cls")
+# Keys inside any JSON sub-config whose value vLLM imports by name (grep of vLLM 0.32/0.33 for
+# resolve_obj_by_qualname / importlib.import_module / __import__ fed from config values).
+_CODE_KEY = re.compile(r"(module_path|_module$|_cls$|^cls$|class_path|qualname|_class$)")
 
 
 def _flag(ctx: Context, dest: str) -> str:
@@ -241,11 +246,20 @@ def check_media_path(ctx: Context) -> list[Finding]:
                                f"{shown} exposes files to file:// media URLs: {why}")]
 
 
+def is_dotted_path(value: object) -> bool:
+    """vLLM's own test for an import path (SpeculativeConfig._is_custom_proposer_path)."""
+    if not isinstance(value, str) or "/" in value or value.startswith(("http:", "https:")):
+        return False
+    parts = value.replace(":", ".").split(".")
+    return len(parts) >= 2 and all(p.isidentifier() for p in parts)
+
+
 def _module_paths(value: object, where: str) -> list[str]:
     found = []
     if isinstance(value, dict):
         for k, v in value.items():
-            if k in MODULE_PATH_KEYS and v:
+            if (k in MODULE_PATH_KEYS or _CODE_KEY.search(str(k))) and v and (
+                    k in MODULE_PATH_KEYS or is_dotted_path(v)):
                 found.append(f"{where}.{k}={v}")
             found.extend(_module_paths(v, f"{where}.{k}"))
     elif isinstance(value, list):
@@ -266,9 +280,37 @@ def check_import_by_name(ctx: Context) -> list[Finding]:
         out.append(IMPORT_BY_NAME.finding("--distributed-executor-backend",
                                           f"--distributed-executor-backend {backend} is imported "
                                           "as a class"))
-    for dest in ("kv_transfer_config", "ec_transfer_config"):
+    from vllm_secure_launch.surface.flags import load_table
+
+    for dest in load_table().json_dests():
         for hit in _module_paths(a.get(dest), _flag(ctx, dest)):
             out.append(IMPORT_BY_NAME.finding(_flag(ctx, dest), f"{hit} imports code"))
+    out += _nested_imports(ctx)
+    return out
+
+
+def _nested_imports(ctx: Context) -> list[Finding]:
+    """Code loading by name from values whose key does not say so (vLLM 0.32/0.33):
+    speculative_config model with method custom_class (v1/spec_decode/custom_class_proposer.py),
+    compilation_config backend (config/compilation.py resolve_obj_by_qualname) and
+    inductor_compile_config string values (config/compilation.py __import__)."""
+    a, out = ctx.args, []
+    spec = a.get("speculative_config")
+    if isinstance(spec, dict) and (spec.get("method") == "custom_class" or (
+            spec.get("method") is None and is_dotted_path(spec.get("model")))):
+        out.append(IMPORT_BY_NAME.finding("--speculative-config", f"--speculative-config.model "
+                                          f"{spec.get('model')} is imported as a proposer class"))
+    comp = a.get("compilation_config")
+    if isinstance(comp, dict):
+        if is_dotted_path(comp.get("backend")):
+            out.append(IMPORT_BY_NAME.finding("--compilation-config", "--compilation-config."
+                                              f"backend {comp['backend']} is imported"))
+        inductor = comp.get("inductor_compile_config")
+        for k, v in (inductor.items() if isinstance(inductor, dict) else ()):
+            if is_dotted_path(v):
+                out.append(IMPORT_BY_NAME.finding(
+                    "--compilation-config", f"--compilation-config.inductor_compile_config.{k} "
+                    f"{v} is imported"))
     return out
 
 
