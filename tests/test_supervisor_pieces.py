@@ -23,6 +23,7 @@ from vllm_secure_launch.supervise.audit_watch import Memory, api_elsewhere, down
 from vllm_secure_launch.supervise.child import Child, exit_code, is_zombie
 from vllm_secure_launch.supervise.pump import TAIL_LINES, Pump
 from vllm_secure_launch.supervise.readiness import Backoff, HealthWatch, ReadyWait
+from vllm_secure_launch.supervise.stop import Stopper
 from vllm_secure_launch.supervise.ui import UI
 
 API = ApiEndpoint("127.0.0.1", 8000)
@@ -237,3 +238,21 @@ def test_health_watch_headless_counts_as_healthy_and_reports_no_change():
     h.start(1.0)
     assert h.due(1.0)
     assert h.check(1.0) is None and h.ok and h.next == 6.0
+
+
+# -- stopping -------------------------------------------------------------------------------
+
+def test_stopper_wakes_the_loop_at_the_grace_deadline_and_logs_the_stop():
+    """Only the bookkeeping: no child was spawned, so nothing is signalled (tick, which kills,
+    is covered with real processes in test_supervisor.py)."""
+    now = [100.0]
+    ui = _Sink()
+    lines: list[str] = []
+    ui.event = lambda level, message, **kw: lines.append(message)  # type: ignore[method-assign]
+    s = Stopper(Child(), ui, grace=3.0, clock=lambda: now[0])
+    assert s.deadlines(stopping=True) == []
+    s.begin("received SIGTERM", signal.SIGTERM)
+    assert s.deadline == 103.0 and s.deadlines(stopping=True) == [103.0]
+    assert s.deadlines(stopping=False) == []
+    assert lines == ["stopping vLLM (received SIGTERM): SIGTERM to its process group, "
+                     "SIGKILL after 3 s"]

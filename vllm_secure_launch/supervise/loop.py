@@ -27,7 +27,7 @@ import os
 import select
 import signal
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from vllm_secure_launch.errors import LauncherError
@@ -39,7 +39,6 @@ from vllm_secure_launch.supervise import report
 from vllm_secure_launch.supervise.audit_watch import AuditWatch
 from vllm_secure_launch.supervise.child import (
     STOP_SIGNALS,
-    WATCHED,
     Child,
     keeper_argv,
     keeper_path,
@@ -51,6 +50,8 @@ from vllm_secure_launch.supervise.keeper import signal_all
 from vllm_secure_launch.supervise.pump import Pump
 from vllm_secure_launch.supervise.readiness import HealthWatch, ReadyWait
 from vllm_secure_launch.supervise.sdnotify import Notifier, watchdog_interval
+from vllm_secure_launch.supervise.signals import Signals, drain
+from vllm_secure_launch.supervise.stop import Stopper
 from vllm_secure_launch.supervise.ui import UI
 
 # Re-exported: pipeline.py and older callers use them from here.
@@ -59,7 +60,6 @@ __all__ = ["keeper_argv", "keeper_path", "make_private_dir", "resolve_command", 
 PR_SET_CHILD_SUBREAPER = 36
 EXTEND_EVERY = 10.0  # seconds between EXTEND_TIMEOUT_USEC messages while loading
 EXTEND_BY = 30.0  # each one gives systemd this much more start time
-KEEPER_LAST = 2.0  # seconds the keeper gets to report vLLM's status after the tree is killed
 NOT_STARTED = ("loading", "starting", "auditing")
 
 
@@ -68,20 +68,6 @@ def _prctl(option: int, value: int) -> bool:
 
     libc = ctypes.CDLL(None, use_errno=True)
     return bool(libc.prctl(option, value, 0, 0, 0) == 0)
-
-
-def _noop(signum: int, frame: object) -> None:
-    """Deliberately empty: set_wakeup_fd has already queued the signal number."""
-
-
-@dataclass
-class _Stop:
-    """The stop in progress: SIGKILL for the tree at `deadline`, for the keeper too at
-    `keeper_deadline` once the tree was killed."""
-
-    deadline: float | None = None
-    killed: bool = False
-    keeper_deadline: float = float("inf")
 
 
 @dataclass
@@ -96,7 +82,6 @@ class _Run:
     next_audit: float = 0.0
     next_extend: float = 0.0
     next_status: float = 0.0
-    stop: _Stop = field(default_factory=_Stop)
 
     def __post_init__(self) -> None:
         self.sv = self.plan.supervision
@@ -107,6 +92,7 @@ class _Run:
         self.health = HealthWatch(self.plan.api, watchdog_interval(self.environ, os.getpid()))
         self.wait = ReadyWait(self.plan.api, deadline=0.0, next_probe=0.0)
         self.events = report.KeptFindings()  # the run's own findings (the audit keeps its own)
+        self.stop = Stopper(self.child, self.ui, self.sv.stop_grace, self.clock)
 
     # ---------------------------------------------------------------------------------------
     def elapsed(self) -> float:
@@ -160,7 +146,7 @@ class _Run:
             timeout = max(0.0, self.next_deadline() - self.clock())
             for fd, _ev in poller.poll(int(timeout * 1000) + 1):
                 if fd == wake_r:
-                    self.on_signals(_drain(wake_r))
+                    self.on_signals(drain(wake_r))
                 elif self.pump.forward(fd) == "eof":
                     poller.unregister(fd)
                     self.pump.close(fd)
@@ -190,10 +176,7 @@ class _Run:
             cands.append(self.next_audit)
         if self.phase == "serving" and self.health.next is not None:
             cands.append(self.health.next)
-        if self.phase == "stopping" and self.stop.deadline is not None and not self.stop.killed:
-            cands.append(self.stop.deadline)
-        if self.stop.killed and self.child.code is None:
-            cands.append(self.stop.keeper_deadline)
+        cands += self.stop.deadlines(self.phase == "stopping")
         if self.child.code is not None:
             cands.append(now + 0.05)
         return min(cands)
@@ -208,12 +191,7 @@ class _Run:
             self.tick_loading(now)
         elif self.phase == "serving":
             self.tick_serving(now)
-        elif self.phase == "stopping":
-            due = self.stop.deadline is not None and now >= self.stop.deadline
-            if due and not self.stop.killed:
-                self.kill_all(f"still running {self.sv.stop_grace:g}s after the stop signal")
-        if self.stop.killed and self.child.code is None and now >= self.stop.keeper_deadline:
-            self.kill_all("the keeper did not exit", keeper_too=True)
+        self.stop.tick(now, self.phase == "stopping")
 
     def status_detail(self) -> str:
         if self.phase == "loading" and self.plan.api.headless:
@@ -351,25 +329,7 @@ class _Run:
         self.set_phase("stopping", reason)
         self.notifier.stopping(f"stopping: {reason}")
         self.notifier.extend_timeout(self.sv.stop_grace + 5)
-        self.stop.deadline = self.clock() + self.sv.stop_grace
-        self.ui.info(
-            f"stopping vLLM ({reason}): {signal.Signals(sig).name} to its process group, "
-            f"SIGKILL after {self.sv.stop_grace:g} s",
-            event="stopping", reason=reason,
-        )
-        self.child.signal_group(sig)
-
-    def kill_all(self, why: str, keeper_too: bool = False) -> None:
-        """SIGKILL every descendant. The keeper is spared for KEEPER_LAST seconds so that it can
-        still report vLLM's own exit status (vLLM may have exited already, with its
-        descendants lingering); then it goes too."""
-        if not self.stop.killed:
-            self.ui.warn(f"{why}: killing every process of vLLM's tree", event="kill")
-        self.stop.killed = True
-        self.stop.keeper_deadline = self.clock() + KEEPER_LAST
-        self.child.kill_descendants()
-        if keeper_too:
-            self.child.kill_all()
+        self.stop.begin(reason, sig)
 
     # -- signals and children ---------------------------------------------------------------
     def on_signals(self, signums: list[int]) -> None:
@@ -447,7 +407,7 @@ class _Run:
         """Whatever way run() ends: nothing of vLLM's may survive us; last report; close."""
         if self.child.running:
             # Leaving early (an exception): kill the tree and wait for it, briefly.
-            self.kill_all("the launcher is leaving", keeper_too=True)
+            self.stop.kill("the launcher is leaving", keeper_too=True)
             deadline = time.monotonic() + 5
             while live_descendants() and time.monotonic() < deadline:
                 self.reap()
@@ -457,45 +417,6 @@ class _Run:
         self.notifier.close()
         self.watch.close()
         self.pump.close_all()
-
-
-def _drain(fd: int) -> list[int]:
-    """The signal numbers set_wakeup_fd queued on the pipe."""
-    out: list[int] = []
-    while True:
-        try:
-            data = os.read(fd, 512)
-        except BlockingIOError:
-            return out
-        if not data:
-            return out
-        out.extend(data)
-
-
-@dataclass
-class _Signals:
-    """The launcher's signal set-up for one run, undone in reverse on leaving."""
-
-    wake_r: int = -1
-    wake_w: int = -1
-    old_handlers: dict[int, Any] = field(default_factory=dict)
-    old_wakeup: int = -1
-    old_mask: set[int] = field(default_factory=set)
-
-    def install(self) -> None:
-        self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self.old_handlers = {s: signal.signal(s, _noop) for s in WATCHED}
-        self.old_wakeup = signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
-        # A parent may have handed us a blocked mask; our handlers need the signals delivered.
-        self.old_mask = signal.pthread_sigmask(signal.SIG_UNBLOCK, WATCHED)
-
-    def restore(self) -> None:
-        signal.set_wakeup_fd(self.old_wakeup)
-        for s, h in self.old_handlers.items():
-            signal.signal(s, h)
-        signal.pthread_sigmask(signal.SIG_SETMASK, self.old_mask)
-        os.close(self.wake_r)
-        os.close(self.wake_w)
 
 
 def run(plan: Plan, ui: UI, environ: Mapping[str, str] | None = None) -> int:
@@ -511,7 +432,7 @@ def run(plan: Plan, ui: UI, environ: Mapping[str, str] | None = None) -> int:
     r.t0 = r.clock()
     # Orphans of vLLM's tree are re-parented to us, not to init: we can still find and kill them.
     _prctl(PR_SET_CHILD_SUBREAPER, 1)
-    sigs = _Signals()
+    sigs = Signals()
     sigs.install()
     try:
         if not r.spawn():
