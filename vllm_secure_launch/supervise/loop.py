@@ -72,6 +72,9 @@ def _prctl(option: int, value: int) -> bool:
 
 @dataclass
 class _Run:
+    """One run of a plan: the phase, the loop's own timers and exit code, and the pieces it
+    dispatches to (one _Run per call of run(): no module state)."""
+
     plan: Plan
     ui: UI
     environ: Mapping[str, str]
