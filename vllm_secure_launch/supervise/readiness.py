@@ -1,7 +1,8 @@
 """GET /health on the planned API endpoint (TCP, TLS or unix socket), one probe at a time.
 
 The supervisor owns the loop (it also forwards output and signals while it waits), so this
-module gives single, bounded probes plus the backoff schedule between them.
+module gives single, bounded probes, the backoff schedule between them, and the bookkeeping
+of the two waits (ReadyWait while loading, HealthWatch while serving).
 
 Why probing is cheap during the load: vLLM binds its HTTP socket early but only listen()s
 after startup (shared/reference/vllm-0.32-surface.md §1.3), so a connect before readiness is
@@ -85,3 +86,58 @@ def probe(api: ApiEndpoint, timeout: float = 2.0, path: str = "/health") -> Prob
         return Probe(False, None, f"{type(exc).__name__}: {exc}")
     finally:
         conn.close()
+
+
+@dataclass
+class ReadyWait:
+    """While vLLM loads: when the next probe is due (backoff) and when waiting ends."""
+
+    api: ApiEndpoint
+    deadline: float
+    next_probe: float
+    backoff: Backoff = Backoff()
+    attempt: int = 0
+
+    def due(self, now: float) -> bool:
+        return now >= self.next_probe
+
+    def probe(self, now: float) -> Probe:
+        """One probe, bounded by the time left (at least 0.2 s, at most 2 s)."""
+        return probe(self.api, timeout=min(2.0, max(0.2, self.deadline - now)))
+
+    def retry(self, now: float) -> None:
+        """The probe failed: schedule the next one from `now` (after the probe returned)."""
+        self.attempt += 1
+        self.next_probe = now + self.backoff.delay(self.attempt)
+
+    def expired(self, now: float) -> bool:
+        return now >= self.deadline
+
+
+@dataclass
+class HealthWatch:
+    """While serving: GET /health once per systemd watchdog interval (none without one)."""
+
+    api: ApiEndpoint
+    interval: float | None
+    next: float | None = None
+    ok: bool = True
+
+    def start(self, now: float) -> None:
+        if self.interval is not None:
+            self.next = now
+
+    def due(self, now: float) -> bool:
+        return self.next is not None and now >= self.next
+
+    def check(self, now: float) -> Probe | None:
+        """Probe now; returns the probe when the answer changed (lost or back), else None.
+        A headless node has no API server: it counts as healthy."""
+        interval = self.interval or 1.0
+        self.next = now + interval
+        result = (Probe(True, 200, None) if self.api.headless
+                  else probe(self.api, timeout=min(2.0, interval)))
+        if result.ok == self.ok:
+            return None
+        self.ok = result.ok
+        return result
