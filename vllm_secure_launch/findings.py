@@ -20,7 +20,7 @@ class Severity(enum.IntEnum):
         return self.name.lower()
 
     @classmethod
-    def parse(cls, text: str) -> "Severity":
+    def parse(cls, text: str) -> Severity:
         try:
             return cls[text.strip().upper()]
         except KeyError:
@@ -40,7 +40,7 @@ class Finding:
     def blocking(self) -> bool:
         return self.severity >= Severity.ERROR and self.waived is None
 
-    def with_waiver(self, reason: str) -> "Finding":
+    def with_waiver(self, reason: str) -> Finding:
         return replace(self, waived=reason)
 
     def to_dict(self) -> dict[str, Any]:

@@ -97,7 +97,7 @@ class NotifySocket:
         while not self._stop:
             try:
                 msg = self.sock.recv(4096).decode()
-            except (socket.timeout, BlockingIOError):
+            except (TimeoutError, BlockingIOError):
                 continue
             except OSError:
                 return

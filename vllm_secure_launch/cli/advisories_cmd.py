@@ -66,5 +66,5 @@ def command(opts: object, vllm_args: tuple[str, ...]) -> int:
 def _host(prepared: object) -> object:
     from vllm_secure_launch.host.facts import HostFacts
 
-    facts = getattr(prepared, "plan").facts.get("vllm", {})
+    facts = prepared.plan.facts.get("vllm", {})
     return HostFacts(packages=facts.get("packages", {}), packages_source=facts.get("read_from", ""))

@@ -73,7 +73,7 @@ class LauncherOptions:
     cli: Mapping[str, Any]  # only what the command line gave
 
     @classmethod
-    def from_click(cls, opts: Mapping[str, Any]) -> "LauncherOptions":
+    def from_click(cls, opts: Mapping[str, Any]) -> LauncherOptions:
         return cls({k: v for k, v in opts.items() if v is not None})
 
     def policy(self, environ: Mapping[str, str]) -> Policy:

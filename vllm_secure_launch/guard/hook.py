@@ -403,7 +403,7 @@ def patch_loaded(allowed: frozenset[str] | None, config_error: str | None) -> bo
             continue
         try:
             if getattr(module, "TCPStore", None) is original:
-                setattr(module, "TCPStore", guarded)
+                module.TCPStore = guarded
         except Exception:  # noqa: BLE001 - a lazy module that refuses getattr has no binding
             continue
     return True

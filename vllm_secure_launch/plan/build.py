@@ -118,11 +118,7 @@ def _removed_names(environ: Mapping[str, str], policy: Policy) -> list[str]:
     removed = []
     for name in environ:
         rule = PRESENCE.get(name)
-        if rule is not None and not _waived(policy, rule.id):
-            removed.append(name)
-        elif name.startswith(LOADER_PREFIXES) and not _waived(policy, "VSL408"):
-            removed.append(name)
-        elif name in SCRUB or name in LAUNCHER_ONLY or name.startswith("VSL_"):
+        if rule is not None and not _waived(policy, rule.id) or name.startswith(LOADER_PREFIXES) and not _waived(policy, "VSL408") or name in SCRUB or name in LAUNCHER_ONLY or name.startswith("VSL_"):
             removed.append(name)
         elif name in ("VLLM_API_KEY", "VLLM_PLUGINS"):
             removed.append(name)  # re-set below from the chosen source / the policy

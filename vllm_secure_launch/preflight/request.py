@@ -55,7 +55,7 @@ class PreflightRequest:
         args: ServeArgs,
         environ: Mapping[str, str],
         accelerator: str | None = None,
-    ) -> "PreflightRequest":
+    ) -> PreflightRequest:
         """Raise UsageError for values vLLM itself would reject as malformed (not numbers)."""
         chosen = _accelerator(accelerator, environ)
         ints = {dest: _int_value(args, dest, flag, default) for dest, flag, default

@@ -51,7 +51,7 @@ def checks() -> list[Check]:
     return [c for mod in _families() for c in mod.CHECKS]
 
 
-def evaluate(ctx: "Context", extra: Iterable[Check] = ()) -> list[Finding]:
+def evaluate(ctx: Context, extra: Iterable[Check] = ()) -> list[Finding]:
     from vllm_secure_launch.rules.internal_rules import RULE_CRASHED
 
     out: list[Finding] = []

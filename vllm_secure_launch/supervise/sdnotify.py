@@ -53,7 +53,7 @@ class Notifier:
     _pending: deque = field(default_factory=lambda: deque(maxlen=MAX_PENDING), repr=False)
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Notifier":
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Notifier:
         env = os.environ if environ is None else environ
         value = env.get("NOTIFY_SOCKET", "")
         return cls(socket_address(value) if value else None)

@@ -138,7 +138,7 @@ def load(path: Path = DATA) -> tuple[dict[str, Any], ...]:
             from vllm_secure_launch.surface.data import advisories_index as index
         except ImportError:
             index = None  # type: ignore[assignment]
-        if index is not None and index.SHA256 == _sha256(raw):
+        if index is not None and _sha256(raw) == index.SHA256:
             return index.ADVISORIES
     import tomllib
 
