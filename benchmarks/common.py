@@ -50,8 +50,9 @@ def median_wall(cmd: Sequence[str], runs: int = 15, env: Mapping[str, str] | Non
     return statistics.median(times)
 
 
-def paired(a: Sequence[str], b: Sequence[str], runs: int = 21, env_a: Mapping[str, str] | None = None,
-           env_b: Mapping[str, str] | None = None, warmup: int = 3) -> tuple[Sample, Sample]:
+def paired(a: Sequence[str], b: Sequence[str], runs: int = 21,
+           env_a: Mapping[str, str] | None = None, env_b: Mapping[str, str] | None = None,
+           warmup: int = 3) -> tuple[Sample, Sample]:
     """Medians (wall, max RSS) of `a` and `b`, run alternately (ABBA) so that load on a shared
     machine falls on both sides alike."""
     ea, eb = _env(env_a), _env(env_b)

@@ -35,7 +35,8 @@ def run() -> list[dict]:
     d, f = paired(dry, floor, runs=RUNS, env_a=env)
     return [
         row("dryrun.wall: dry-run / import click,psutil", d.wall, f.wall, 1.3,
-            detail=f"median of {RUNS}: dry-run {d.wall * 1000:.0f} ms, floor {f.wall * 1000:.0f} ms"),
+            detail=f"median of {RUNS}: dry-run {d.wall * 1000:.0f} ms, "
+                   f"floor {f.wall * 1000:.0f} ms"),
         row("dryrun.maxrss: dry-run / import click,psutil", d.maxrss_kib, f.maxrss_kib, 1.2,
             detail=f"median of {RUNS}: dry-run {d.maxrss_kib / 1024:.1f} MiB, floor "
                    f"{f.maxrss_kib / 1024:.1f} MiB"),
