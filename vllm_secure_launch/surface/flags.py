@@ -29,11 +29,13 @@ import json
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vllm_secure_launch.errors import UsageError
 from vllm_secure_launch.surface.args import ServeArgs
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 TABLE_FILE = "vllm_0_32_serve_flags.json"
 
@@ -201,7 +203,7 @@ def load_table(path: str | None = None) -> FlagTable:
     The shipped table is read from the module generated from the JSON (no JSON parsing at start).
     """
     if path:
-        return table_from_document(json.loads(Path(path).read_text(encoding="utf-8")))
+        return table_from_document(json.loads(_read_file(path)))
     from vllm_secure_launch.surface.data import vllm_0_32_serve_flags as mod
 
     return _table(mod.VLLM_VERSION, tuple(_flag_from_row(r) for r in mod.OPTIONS),
@@ -210,6 +212,8 @@ def load_table(path: str | None = None) -> FlagTable:
 
 def table_path() -> Path:
     """The JSON source of the shipped table."""
+    from pathlib import Path  # not at import: pathlib is not needed to start
+
     return Path(__file__).with_name("data") / TABLE_FILE
 
 
@@ -230,7 +234,8 @@ class _Tok:
 
 
 def _read_file(path: str) -> str:
-    return Path(path).read_text(encoding="utf-8")
+    with open(path, encoding="utf-8") as fh:
+        return fh.read()
 
 
 def _usage(what: str, why: str, fix: str) -> UsageError:
