@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import pathlib
 import re
 
@@ -9,6 +10,7 @@ from vllm_secure_launch.findings import Severity
 from vllm_secure_launch.rules import all_rules
 
 TESTS = pathlib.Path(__file__).parent
+PACKAGE = TESTS.parent / "vllm_secure_launch"
 
 
 def test_every_rule_has_id_title_remedy():
@@ -26,12 +28,106 @@ def test_ids_are_unique_and_in_their_family_ranges():
     assert {i[3] for i in ids} <= set("1234569")
 
 
-def test_every_rule_has_a_test_case():
-    """Each rule ID appears in at least one test other than this file (its test case)."""
-    text = "\n".join(p.read_text(errors="replace") for p in TESTS.rglob("*.py")
-                     if p.name != pathlib.Path(__file__).name)
-    missing = [r.id for r in all_rules() if r.id not in text]
-    assert not missing, f"rules without a test case: {missing}"
+def test_every_planning_rule_fires_in_the_corpus():
+    """The real test case of a planning rule: a corpus case that makes the production planner
+    emit it (tests/corpus/, run by tests/test_corpus.py; checked again here, from the runs)."""
+    import pytest
+
+    from tests import test_corpus as corpus
+
+    fired: set[str] = set()
+    mp = pytest.MonkeyPatch()
+    try:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            for case in corpus.CASES:
+                plan = corpus.run_case(case, pathlib.Path(tmp), mp)
+                mp.undo()
+                fired |= {f.rule_id for f in plan.findings}
+    finally:
+        mp.undo()
+    missing = sorted(corpus.planning_rule_ids() - fired)
+    assert not missing, f"planning rules no corpus case makes fire: {missing}"
+
+
+def _production_modules() -> dict[str, ast.Module]:
+    return {str(p.relative_to(PACKAGE.parent)): ast.parse(p.read_text(encoding="utf-8"))
+            for p in PACKAGE.rglob("*.py")}
+
+
+def _emitters(trees: dict[str, ast.Module], rule_var: str) -> tuple[set[str], bool]:
+    """(names of production functions that use `rule_var`, used at module level outside the
+    RULES tuple) over all production modules."""
+    funcs: set[str] = set()
+    module_level = False
+    for tree in trees.values():
+        for node in tree.body:
+            uses = any(isinstance(n, (ast.Name, ast.Attribute)) and
+                       (getattr(n, "id", None) == rule_var or getattr(n, "attr", None) == rule_var)
+                       for n in ast.walk(node))
+            if not uses:
+                continue
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                funcs.add(node.name)
+            elif isinstance(node, ast.ClassDef):
+                funcs.update(m.name for m in node.body
+                             if isinstance(m, (ast.FunctionDef, ast.AsyncFunctionDef)))
+            elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+                targets = [t.id for t in getattr(node, "targets", [getattr(node, "target", None)])
+                           if isinstance(t, ast.Name)]
+                if targets and targets[0] not in ("RULES", rule_var):
+                    module_level = True  # a table of rules (e.g. env_rules.PRESENCE)
+    return funcs, module_level
+
+
+def _called_in_production(trees: dict[str, ast.Module], func: str) -> bool:
+    """`func` is referenced (called, or listed as a check) somewhere other than its own def."""
+    for tree in trees.values():
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == func:
+                continue
+            if (isinstance(node, ast.Name) and node.id == func) or (
+                    isinstance(node, ast.Attribute) and node.attr == func):
+                return True
+    return False
+
+
+def test_every_rule_fires_somewhere_in_production_code():
+    """A registered rule is emitted by production code, or it is retired (never a documented
+    rule that nothing emits): the Rule object must be used by a production function that
+    production code calls (or by a rule table), not only by the tests."""
+    trees = _production_modules()
+    rule_vars: dict[str, str] = {}
+    for tree in trees.values():
+        for node in tree.body:
+            if (isinstance(node, ast.Assign) and isinstance(node.value, ast.Call)
+                    and getattr(node.value.func, "id", None) == "Rule" and node.value.args
+                    and isinstance(node.value.args[0], ast.Constant)):
+                rule_vars[node.value.args[0].value] = node.targets[0].id  # type: ignore[attr-defined]
+    dead = []
+    for r in all_rules():
+        var = rule_vars.get(r.id)
+        if var is None:
+            continue  # built by a helper; its module's own test covers it
+        funcs, tabled = _emitters(trees, var)
+        if tabled:
+            continue
+        if not any(_called_in_production(trees, f) for f in funcs):
+            dead.append(f"{r.id} ({var}; used in {sorted(funcs) or 'nothing'})")
+    assert not dead, f"rules that no production code emits (emit or retire them): {dead}"
+
+
+def test_the_dead_rule_check_sees_an_unused_rule(tmp_path):
+    """The check above is not vacuous: a rule used only by an uncalled function is found."""
+    tree = ast.parse("R = Rule('VSL999', 't', S, 'r')\nRULES = (R,)\n"
+                     "def emit():\n    return R.finding('x', 'y')\n")
+    trees = {"m.py": tree}
+    funcs, tabled = _emitters(trees, "R")
+    assert funcs == {"emit"} and not tabled
+    assert not _called_in_production(trees, "emit")
+    trees["n.py"] = ast.parse("from m import emit\nemit()\n")
+    assert _called_in_production(trees, "emit")
 
 
 def test_published_ids_never_change():

@@ -244,6 +244,25 @@ def test_prepare_installs_and_self_tests_a_plan(tmp_path):
     assert (Path(gi.site_packages_of(python)) / gi.PTH_NAME).exists()
 
 
+def test_prepare_reuses_a_passed_self_test_until_the_hook_changes(venv_python, tmp_path):
+    """serve's second start in the same environment skips the torch-importing child: the
+    real self-test passes once, is stored in the private cache, and is reused; a changed
+    hook file runs the real self-test again."""
+    env = clean_env(GUARD)
+    cache_dir = str(tmp_path / "cache")
+    assert gi.prepare(_plan(venv_python, env), cache_dir=cache_dir) == []
+    installed = gi.ensure_installed(venv_python)
+    hit = gi.cached_self_test(venv_python, env, installed, cache_dir=cache_dir)
+    assert hit.ok and hit.detail == {"cached": True} and hit.torch_version
+    module = Path(installed.module_path)
+    module.write_text(module.read_text() + "# touched\n")
+    try:
+        again = gi.cached_self_test(venv_python, env, installed, cache_dir=cache_dir)
+        assert again.ok and again.detail.get("cached") is None and again.guarded
+    finally:
+        gi.ensure_installed(venv_python)  # restore this launcher's hook for later tests
+
+
 def test_prepare_reports_vsl352_and_vsl354(venv_python):
     got = gi.prepare(_plan(venv_python, clean_env()))
     assert [f.rule_id for f in got] == ["VSL352"]

@@ -69,6 +69,34 @@ def test_table_has_every_serve_option_with_aliases_and_kinds():
     assert t.top_level_strings == frozenset({"-h", "--help", "-v", "--version"})
 
 
+def test_generated_table_module_equals_the_json_source_of_truth():
+    """The launcher loads the table from the generated Python module; the JSON is the source.
+    Both must give the same table, and the module must be what the generator writes today."""
+    from_module = vf.load_table()
+    from_json = vf.load_table(str(vf.table_path()))
+    assert from_module == from_json
+    assert [dataclasses.astuple(f) for f in from_module.flags] == [
+        dataclasses.astuple(f) for f in from_json.flags]
+    doc = json.loads(vf.table_path().read_text(encoding="utf-8"))
+    module_file = vf.table_path().with_suffix(".py")
+    assert module_file.read_text(encoding="utf-8") == vf.render_table_module(doc), (
+        "surface/data/vllm_0_32_serve_flags.py is stale: run scripts/gen-flag-table")
+
+
+def test_loading_the_shipped_table_parses_no_json(monkeypatch):
+    """Start-up cost: the shipped table never goes through json.loads."""
+    vf.load_table.cache_clear()
+
+    def boom(*_a: Any, **_k: Any) -> Any:
+        raise AssertionError("json.loads called while loading the shipped table")
+
+    monkeypatch.setattr(vf.json, "loads", boom)
+    try:
+        assert len(vf.load_table().flags) == 317
+    finally:
+        vf.load_table.cache_clear()
+
+
 def test_table_marks_json_typed_options():
     t = vf.load_table()
     json_kinds = {f.dest: f.json for f in t.flags if f.json}

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import stat
-import tempfile
 
 MAX_INPUT_BYTES = 4 * 1024 * 1024
 
@@ -83,6 +82,8 @@ def write_atomic(path: str, text: str, mode: int = 0o600) -> None:
     Raises OSError (with strerror) when the directory is not writable or the disk is full; the
     temporary file is removed then, and the target is left as it was."""
     directory = os.path.dirname(os.path.abspath(path))
+    import tempfile  # only writers need it; not imported at every start
+
     fd, tmp = tempfile.mkstemp(prefix=".vsl-", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:

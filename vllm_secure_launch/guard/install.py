@@ -388,10 +388,57 @@ def interpreter_of(argv: Sequence[str]) -> tuple[str | None, tuple[str, ...]]:
     return None, ()
 
 
-def prepare(plan: object, *, timeout: float = 180.0) -> list:
+def torch_origin(python: str, env: Mapping[str, str], extra_args: Sequence[str] = (),
+                 timeout: float = 60.0) -> str:
+    """Where `python` (with the child's environment and options) finds torch/__init__.py,
+    without importing torch or running the hook (a few tens of ms); "" when not found."""
+    code = ("import importlib.util as u; s = u.find_spec('torch'); "
+            "print(s.origin if s and s.origin else '')")
+    clean = {k: v for k, v in env.items() if k not in (ENV_ALLOWED, ENV_ALLOWED_FILE)}
+    try:
+        out = subprocess.run([python, *extra_args, "-c", code], env=clean, capture_output=True,
+                             text=True, timeout=timeout, check=False, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    lines = out.stdout.strip().splitlines()
+    return lines[-1] if out.returncode == 0 and lines else ""
+
+
+def cached_self_test(
+    python: str, env: Mapping[str, str], installed: InstallResult, *, cache_dir: str | None,
+    timeout: float = 180.0, extra_args: Sequence[str] = (),
+) -> SelfTestResult:
+    """self_test(), reused while nothing it depends on changed (guard/cache.py says what).
+    `cache_dir` None: no cache. A reused pass has detail {"cached": True}."""
+    from vllm_secure_launch.guard import cache
+
+    entry = cache.key(python, extra_args, env, torch_origin(python, env, extra_args),
+                      (installed.module_path, installed.pth_path), _SELFTEST_CODE,
+                      ENV_ALLOWED_FILE) if cache_dir else None
+    if cache_dir and entry:
+        hit = cache.lookup(cache_dir, entry)
+        if hit is not None:
+            torch_version = hit.get("torch_version")
+            allowed = hit.get("allowed")
+            return SelfTestResult(
+                True, "", python,
+                torch_version=torch_version if isinstance(torch_version, str) else None,
+                guarded=True, hook_loaded=True, refuses_wildcard=True,
+                allowed=tuple(str(a) for a in allowed) if isinstance(allowed, list) else (),
+                detail={"cached": True})
+    result = self_test(python, env, timeout=timeout, extra_args=extra_args)
+    if cache_dir and entry and result.ok:
+        cache.store(cache_dir, entry, {"torch_version": result.torch_version,
+                                       "allowed": list(result.allowed)}, time.time())
+    return result
+
+
+def prepare(plan: object, *, timeout: float = 180.0, cache_dir: str | None = "") -> list:
     """Install the hook into vLLM's environment and self-test it with the planned child
     environment. Returns findings (VSL350–VSL354); an empty list means the guard is in place.
-    Duck-typed on plan.Plan: argv, env, expected.internal_ips, expected.allow_loopback."""
+    Duck-typed on plan.Plan: argv, env, expected.internal_ips, expected.allow_loopback.
+    `cache_dir`: where passed self-tests are remembered ("" = the default private cache,
+    None = always run the self-test)."""
     from vllm_secure_launch.rules import guard_rules
 
     argv = tuple(getattr(plan, "argv", ()))
@@ -412,13 +459,16 @@ def prepare(plan: object, *, timeout: float = 180.0) -> list:
         ))
         return findings
     try:
-        ensure_installed(python)
+        installed = ensure_installed(python)
     except GuardInstallError as exc:
         findings.append(guard_rules.install_finding(exc))
         return findings
     if any(f.rule_id in ("VSL352", "VSL354") for f in findings):
         return findings  # the self-test could only repeat these
-    findings += guard_rules.self_test_findings(
-        self_test(python, env, timeout=timeout, extra_args=opts)
-    )
+    if cache_dir == "":
+        from vllm_secure_launch.guard import cache
+
+        cache_dir = cache.default_dir(os.environ)
+    findings += guard_rules.self_test_findings(cached_self_test(
+        python, env, installed, cache_dir=cache_dir, timeout=timeout, extra_args=opts))
     return findings

@@ -101,18 +101,24 @@ def read_secret_file(path: str) -> SecretFile:
 
 
 def _user() -> str:
-    import getpass
+    # getpass.getuser()'s order, without importing getpass (and termios) at every start.
+    for name in ("LOGNAME", "USER", "LNAME", "USERNAME"):
+        if os.environ.get(name):
+            return os.environ[name]
+    import pwd
 
     try:
-        return getpass.getuser()
+        return pwd.getpwuid(os.getuid()).pw_name
     except (KeyError, OSError):
         return str(os.getuid())
 
 
 def _hostname_addrs(name: str) -> tuple[str, ...]:
     try:
-        infos = socket.getaddrinfo(name, None, proto=socket.IPPROTO_TCP)
-    except OSError:
+        # An ASCII name as bytes: a str would load the idna codec (and unicodedata) first.
+        host: str | bytes = name.encode("ascii") if name.isascii() else name
+        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError):
         return ()
     return tuple(sorted({str(i[4][0]) for i in infos}))
 
@@ -120,10 +126,20 @@ def _hostname_addrs(name: str) -> tuple[str, ...]:
 def runtime_base(environ: Mapping[str, str], configured: str) -> str:
     """Where the private per-run directory goes: configured > $RUNTIME_DIRECTORY (systemd
     RuntimeDirectory=) > $XDG_RUNTIME_DIR > the temp dir."""
+    return (configured or environ.get("RUNTIME_DIRECTORY", "").split(":")[0]
+            or environ.get("XDG_RUNTIME_DIR") or _tempdir())
+
+
+def _tempdir() -> str:
+    """tempfile.gettempdir()'s candidates in its order, without importing tempfile (shutil,
+    random, bz2, lzma: ~0.7 MiB) at every start; tempfile decides only when none is usable."""
+    for d in (os.environ.get("TMPDIR"), os.environ.get("TEMP"), os.environ.get("TMP"),
+              "/tmp", "/var/tmp", "/usr/tmp"):
+        if d and os.path.isdir(d) and os.access(d, os.W_OK | os.X_OK):
+            return os.path.abspath(d)
     import tempfile
 
-    return (configured or environ.get("RUNTIME_DIRECTORY", "").split(":")[0]
-            or environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir())
+    return tempfile.gettempdir()
 
 
 def collect(

@@ -13,7 +13,7 @@ from vllm_secure_launch.findings import Finding, apply_waivers, blocking
 from vllm_secure_launch.host.facts import HostFacts
 from vllm_secure_launch.plan import gate as gate_config
 from vllm_secure_launch.plan.model import ExpectedListeners, Plan, Supervision
-from vllm_secure_launch.rules import evaluate
+from vllm_secure_launch.rules import evaluate, guard_rules
 from vllm_secure_launch.rules.cluster_rules import is_follower
 from vllm_secure_launch.rules.context import Context, build_context
 from vllm_secure_launch.rules.env_rules import LOADER_PREFIXES, PRESENCE, SCRUB
@@ -187,7 +187,10 @@ def build_plan(
     rpc_dir = rpc_dir_for(host)
     env, env_set, env_removed = _child_env(ctx, internal, rpc_dir,
                                            gate_config.child_env(policy.gate_policy))
-    found = [*evaluate(ctx), *gate_config.findings(policy.gate_policy, env), *extra_findings]
+    # VSL355: the operator's own VSL_TCPSTORE_* are dropped above; the plan sets the guard.
+    inherited = guard_rules.check_inherited(environ) if policy.tcpstore_guard else []
+    found = [*evaluate(ctx), *gate_config.findings(policy.gate_policy, env), *inherited,
+             *extra_findings]
     findings = apply_waivers(found, policy.waivers)
     decision = "refuse" if blocking(findings) else "start"
     child_args = replace(args, values=_child_values(ctx, internal, gate), config_file=None)

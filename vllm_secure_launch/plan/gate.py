@@ -24,7 +24,9 @@ from typing import Any, Mapping
 
 from vllm_secure_launch.errors import PolicyFileError
 from vllm_secure_launch.findings import Finding
-from vllm_secure_launch.gate.middleware import (
+from vllm_secure_launch.rules import gate_rules
+from vllm_secure_launch.surface import routes
+from vllm_secure_launch.surface.gate_table import (
     CONFIG_ENV,
     CONFIG_VERSION,
     DEFAULT_KEY_ENV,
@@ -32,8 +34,6 @@ from vllm_secure_launch.gate.middleware import (
     GateTable,
     parse_config,
 )
-from vllm_secure_launch.rules import gate_rules
-from vllm_secure_launch.surface import routes
 
 MIDDLEWARE = "vllm_secure_launch.gate.middleware.EndpointGate"
 MIDDLEWARE_ARGS = ("--middleware", MIDDLEWARE)

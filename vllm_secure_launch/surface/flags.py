@@ -29,11 +29,13 @@ import json
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vllm_secure_launch.errors import UsageError
 from vllm_secure_launch.surface.args import ServeArgs
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 TABLE_FILE = "vllm_0_32_serve_flags.json"
 
@@ -42,18 +44,19 @@ ORIGIN_ARGV = "argv"
 ORIGIN_DOTTED = "dotted"
 ORIGIN_LAUNCHER = "launcher"
 
+# Patterns as strings: re compiles (and caches) each on first use, not at every import.
 # argparse's own classification of "negative numbers" (argparse._negative_number_matcher).
-_NEGATIVE_NUMBER = re.compile(r"^-\d+$|^-\d*\.\d+$")
+_NEGATIVE_NUMBER = r"^-\d+$|^-\d*\.\d+$"
 # vLLM's regexes in FlexibleArgumentParser.parse_args.
-_MODEL_TOKEN = re.compile(r"^--model(=.+|$)")
-_CONFIG_TOKEN = re.compile(r"^--config(=.+|$)")
-_SERVED_NAME_TOKEN = re.compile(r"^--served[-_]model[-_]name(=.+|$)")
-_UNDERSCORE_PART = re.compile(r"(?<=--)[^\.]*")
+_MODEL_TOKEN = r"^--model(=.+|$)"
+_CONFIG_TOKEN = r"^--config(=.+|$)"
+_SERVED_NAME_TOKEN = r"^--served[-_]model[-_]name(=.+|$)"
+_UNDERSCORE_PART = r"(?<=--)[^\.]*"
 # engine/arg_utils.py union_dict_and_str: JSON only when the value looks like an object.
-_LOOKS_LIKE_OBJECT = re.compile(r"(?s)^\s*{.*}\s*$")
-_HUMAN_INT = re.compile(r"(\d+(?:\.\d+)?)([kKmMgGtT])")
-_JSON_STRING = re.compile(r'("(?:[^"\\]|\\.)*")')
-_HUMAN_INT_IN_JSON = re.compile(r"\b\d+(?:\.\d+)?[kKmMgGtT]\b")
+_LOOKS_LIKE_OBJECT = r"(?s)^\s*{.*}\s*$"
+_HUMAN_INT = r"(\d+(?:\.\d+)?)([kKmMgGtT])"
+_JSON_STRING = r'("(?:[^"\\]|\\.)*")'
+_HUMAN_INT_IN_JSON = r"\b\d+(?:\.\d+)?[kKmMgGtT]\b"
 
 # Kinds of options whose presence alone sets the value (argparse nargs=0).
 _ZERO_ARG_KINDS = frozenset({"help", "store_true", "store_false", "store_const", "boolean_optional",
@@ -139,27 +142,79 @@ def _flag_from_json(entry: Mapping[str, Any]) -> Flag:
 
 def table_from_document(doc: Mapping[str, Any]) -> FlagTable:
     """Build a FlagTable from the generated JSON document (or a hand-made one in tests)."""
-    flags = tuple(_flag_from_json(e) for e in doc["options"])
+    return _table(str(doc.get("vllm_version", "unknown")),
+                  tuple(_flag_from_json(e) for e in doc["options"]),
+                  doc.get("top_level_option_strings", ()))
+
+
+# The columns of a row of the generated table module, in order (see render_table_module).
+TABLE_COLUMNS = ("dest", "strings", "kind", "nargs", "type", "optional", "json", "default",
+                 "choices", "const", "group")
+
+
+def _flag_from_row(row: tuple[Any, ...]) -> Flag:
+    dest, strings, kind, nargs, type_, optional, json_kind, default, choices, const, group = row
+    return Flag(dest, strings, kind, nargs, type_, optional, json_kind, default, choices, const,
+                group)
+
+
+def _table(version: str, flags: tuple[Flag, ...], top_level: Sequence[str]) -> FlagTable:
     by_string: dict[str, Flag] = {}
     for f in flags:
         for s in f.strings:
             by_string[s] = f
-    return FlagTable(
-        vllm_version=str(doc.get("vllm_version", "unknown")),
-        flags=flags,
-        by_dest={f.dest: f for f in flags},
-        by_string=by_string,
-        top_level_strings=frozenset(doc.get("top_level_option_strings", ())),
-    )
+    return FlagTable(vllm_version=version, flags=flags, by_dest={f.dest: f for f in flags},
+                     by_string=by_string, top_level_strings=frozenset(top_level))
+
+
+def render_table_module(doc: Mapping[str, Any], source: str = TABLE_FILE) -> str:
+    """The JSON table as a Python module of literal tuples (scripts/gen-flag-table writes it next
+    to the JSON). Importing it is unmarshalling constants from its .pyc, about 20x cheaper than
+    json.loads plus conversion at every launcher start; the JSON stays the source of truth and
+    tests/test_vllm_flags.py checks that the module is current."""
+    lines = [
+        f'"""vLLM {doc.get("vllm_version", "unknown")} serve flag table: GENERATED from {source} '
+        'by scripts/gen-flag-table; do not edit."""',
+        "# ruff: noqa: E501",
+        "",
+        f"VLLM_VERSION = {str(doc.get('vllm_version', 'unknown'))!r}",
+        f"TOP_LEVEL_OPTION_STRINGS = {tuple(doc.get('top_level_option_strings', ()))!r}",
+        f"# {', '.join(TABLE_COLUMNS)}",
+        "OPTIONS = (",
+    ]
+    import ast  # only the generator needs it
+
+    for entry in doc["options"]:
+        f = _flag_from_json(entry)
+        row = repr(tuple(getattr(f, c) for c in TABLE_COLUMNS))
+        if ast.literal_eval(row) != tuple(getattr(f, c) for c in TABLE_COLUMNS):
+            raise ValueError(f"option {f.dest}: a value has no Python literal form")
+        lines.append(f"    {row},")
+    lines.append(")")
+    return "\n".join(lines) + "\n"
 
 
 # Cached because the table is immutable package data and parse(), to_argv() and default_of()
 # all need it within one launcher run; loading is lazy (nothing happens at import).
 @functools.lru_cache(maxsize=2)
 def load_table(path: str | None = None) -> FlagTable:
-    """The vLLM 0.32 serve flag table shipped in the package (or the JSON file at `path`)."""
-    file = Path(path) if path else Path(__file__).with_name("data") / TABLE_FILE
-    return table_from_document(json.loads(file.read_text(encoding="utf-8")))
+    """The vLLM 0.32 serve flag table shipped in the package (or the JSON file at `path`).
+
+    The shipped table is read from the module generated from the JSON (no JSON parsing at start).
+    """
+    if path:
+        return table_from_document(json.loads(_read_file(path)))
+    from vllm_secure_launch.surface.data import vllm_0_32_serve_flags as mod
+
+    return _table(mod.VLLM_VERSION, tuple(_flag_from_row(r) for r in mod.OPTIONS),
+                  mod.TOP_LEVEL_OPTION_STRINGS)
+
+
+def table_path() -> Path:
+    """The JSON source of the shipped table."""
+    from pathlib import Path  # not at import: pathlib is not needed to start
+
+    return Path(__file__).with_name("data") / TABLE_FILE
 
 
 def default_of(dest: str, *, table: FlagTable | None = None) -> Any:
@@ -238,7 +293,7 @@ def _refuse_dangerous_shapes(argv: Sequence[str]) -> None:
 def _move_model_option(toks: list[_Tok], notes: list[str]) -> list[_Tok]:
     """vLLM moves the first `--model X` / `--model=X` token to the positional slot."""
     for i, tok in enumerate(toks):
-        if not _MODEL_TOKEN.match(tok.text):
+        if not re.match(_MODEL_TOKEN, tok.text):
             continue
         if tok.text == "--model":
             if i + 1 >= len(toks):
@@ -265,8 +320,8 @@ def _check_served_model_name(toks: list[_Tok]) -> None:
     if (
         texts
         and texts[0].startswith("-")
-        and not any(_CONFIG_TOKEN.match(t) for t in texts)
-        and any(_SERVED_NAME_TOKEN.match(t) for t in texts)
+        and not any(re.match(_CONFIG_TOKEN, t) for t in texts)
+        and any(re.match(_SERVED_NAME_TOKEN, t) for t in texts)
     ):
         raise _usage(
             "--served-model-name is given but the model is not the first argument",
@@ -404,6 +459,10 @@ def _pull_config(
     return config + toks[:index] + toks[index + 2 :], path
 
 
+def _dashes(m: re.Match[str]) -> str:
+    return m.group(0).replace("_", "-")
+
+
 def _rewrite_spelling(toks: list[_Tok]) -> list[_Tok]:
     """Underscores to dashes (before the first '.'), -O shorthands, --help=."""
     out: list[_Tok] = []
@@ -414,10 +473,10 @@ def _rewrite_spelling(toks: list[_Tok]) -> list[_Tok]:
         elif arg.startswith("--"):
             if "=" in arg:
                 key, value = arg.split("=", 1)
-                key = _UNDERSCORE_PART.sub(lambda m: m.group(0).replace("_", "-"), key, count=1)
+                key = re.sub(_UNDERSCORE_PART, _dashes, key, count=1)
                 out.append(_Tok(f"{key}={value}", tok.origin, tok.written))
             else:
-                new = _UNDERSCORE_PART.sub(lambda m: m.group(0).replace("_", "-"), arg, count=1)
+                new = re.sub(_UNDERSCORE_PART, _dashes, arg, count=1)
                 out.append(_Tok(new, tok.origin, tok.written))
         elif arg.startswith("-O") and arg != "-O":
             level = arg[3:] if arg[2] == "=" else arg[2:]
@@ -433,7 +492,7 @@ def _rewrite_spelling(toks: list[_Tok]) -> list[_Tok]:
 def _human_readable_int(value: str) -> int:
     """vllm.utils.argparse_utils.human_readable_int (raises ValueError when not a number)."""
     value = value.strip()
-    match = _HUMAN_INT.fullmatch(value)
+    match = re.fullmatch(_HUMAN_INT, value)
     if match:
         number, suffix = match.groups()
         decimal = {"k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
@@ -595,7 +654,7 @@ def _classify(token: str, table: FlagTable) -> _OptionMatch | None:
         )
     if len(matches) == 1:
         return _OptionMatch(*matches[0])
-    if _NEGATIVE_NUMBER.match(token):
+    if re.match(_NEGATIVE_NUMBER, token):
         return None  # the serve parser has no option that looks like a negative number
     if " " in token:
         return None
@@ -766,9 +825,10 @@ class _Parse:
 
 def _expand_human_numbers_in_json(val: str) -> str:
     """engine/arg_utils.py _expand_json_human_readable_numbers (dataclass-typed options)."""
-    parts = _JSON_STRING.split(val)
+    parts = re.split(_JSON_STRING, val)
     for i in range(0, len(parts), 2):
-        parts[i] = _HUMAN_INT_IN_JSON.sub(lambda m: str(_human_readable_int(m.group())), parts[i])
+        parts[i] = re.sub(_HUMAN_INT_IN_JSON,
+                          lambda m: str(_human_readable_int(m.group())), parts[i])
     return "".join(parts)
 
 
@@ -785,7 +845,7 @@ def _convert(flag: Flag, string: str, raw: str) -> Any:
     """Check `raw` as vLLM's type function would; return the value ServeArgs stores."""
     if flag.optional and raw in ("", "None"):
         return None
-    if flag.json == "dict_or_str" and not _LOOKS_LIKE_OBJECT.match(raw):
+    if flag.json == "dict_or_str" and not re.match(_LOOKS_LIKE_OBJECT, raw):
         return raw
     if flag.json:
         text = _expand_human_numbers_in_json(raw) if flag.json == "dataclass" else raw
@@ -1013,7 +1073,7 @@ def _unknown_is_value(token: str) -> bool:
     return (
         not token.startswith("-")
         or len(token) == 1
-        or _NEGATIVE_NUMBER.match(token) is not None
+        or re.match(_NEGATIVE_NUMBER, token) is not None
         or " " in token
     )
 
