@@ -6,11 +6,12 @@ import click
 
 from vllm_secure_launch import __version__
 from vllm_secure_launch.cli import launch_cmds, preflight_cmd, probe_cmd, render_cmd
+from vllm_secure_launch.cli.options import launcher_options
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="vllm-secure-launch")
-@launch_cmds.launcher_options
+@launcher_options
 @click.pass_context
 def cli(ctx: click.Context, **launcher_opts: object) -> None:
     """Hardened drop-in replacement for `vllm serve`.
