@@ -27,7 +27,7 @@ def test_policy_fields_are_the_table_with_the_same_defaults_and_types():
     table = settings.file_settings()
     fields = [f for f in dataclasses.fields(Policy)][: len(table)]
     assert [f.name for f in fields] == [s.key for s in table]
-    for f, s in zip(fields, table):
+    for f, s in zip(fields, table, strict=True):
         assert f.default == s.default, s.key
         assert hints[f.name] == _PY_TYPE[s.kind], s.key
     # The rest are what the file's own-shaped sections and the resolver add.
@@ -74,7 +74,7 @@ def test_settings_markdown_has_one_row_per_setting():
     assert lines[0] == "| option | env | policy key | default | choices | meaning |"
     rows = lines[2:]
     assert len(rows) == len(settings.SETTINGS)
-    for s, row in zip(settings.SETTINGS, rows):
+    for s, row in zip(settings.SETTINGS, rows, strict=True):
         assert f"`{s.env}`" in row and s.help.rstrip(".")[:30] in row
         if s.section:
             assert f"`[{s.section}] {s.in_file}`" in row

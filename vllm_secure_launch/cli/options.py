@@ -7,7 +7,8 @@ CLI > VSL_* > policy file > defaults; the defaults shown in --help come from the
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import click
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 import math
 import os
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from vllm_secure_launch.config import settings
 from vllm_secure_launch.config.settings import DEFAULT_POLICY_PATH, Setting

@@ -166,8 +166,9 @@ def settings_markdown() -> str:
             "|---|---|---|---|---|---|")
     rows = []
     for s in SETTINGS:
-        option = _code(s.flag if s.kind != BOOL else f"{s.flag}/--no-{s.flag[2:]}") \
-            if s.option else ""
+        spelled = f"{s.flag}/--no-{s.flag[2:]}" if s.kind == BOOL else \
+            f"{s.flag} {s.metavar}" if s.metavar else s.flag
+        option = _code(spelled) if s.option else ""
         key = _code(f"[{s.section}] {s.in_file}") if s.section else ""
         default = s.shown_default()
         default = _code(default) if s.default_text is None and default else default
