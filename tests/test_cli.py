@@ -31,7 +31,8 @@ def test_dry_run_json_schema():
     for key in ("schema_version", "decision", "argv", "env", "env_removed", "findings",
                 "expected_listeners", "api"):
         assert key in doc
-    assert doc["decision"] == "start" and doc["schema_version"] == 1
+    assert doc["decision"] == "start" and doc["schema_version"] == 2 and doc["kind"] == "plan"
+    assert doc["tool"]["name"] == "vllm-secure-launch"
     assert isinstance(doc["argv"], list) and "my-model" in doc["argv"]
     assert doc["env"]["VLLM_API_KEY"] == "<redacted>"
     assert KEY not in r.stdout and KEY not in r.stderr
@@ -65,7 +66,9 @@ def test_check_and_sarif():
 def test_rules_lists_every_rule():
     r = run("rules", "--format", "json")
     assert r.returncode == 0
-    ids = [x["id"] for x in json.loads(r.stdout)]
+    doc = json.loads(r.stdout)
+    assert doc["kind"] == "rules" and doc["findings"] == []
+    ids = [x["id"] for x in doc["rules"]]
     assert "VSL101" in ids and "VSL401" in ids and all(x.startswith("VSL") for x in ids)
 
 

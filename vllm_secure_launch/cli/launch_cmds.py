@@ -7,65 +7,26 @@ import os
 import shlex
 import sys
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import click
 
 from vllm_secure_launch import __version__
+from vllm_secure_launch.cli.options import launcher_options
 from vllm_secure_launch.cli.passthrough import PassThrough
 from vllm_secure_launch.config.policy import Policy, load
 from vllm_secure_launch.errors import LauncherError
 from vllm_secure_launch.exitcodes import ExitCode
 from vllm_secure_launch.files import write_atomic
-from vllm_secure_launch.findings import Finding, format_finding_text, render_sarif, render_text
-from vllm_secure_launch.plan.document import plan_document
+from vllm_secure_launch.findings import (
+    Finding,
+    envelope,
+    format_finding_text,
+    render_sarif,
+    render_text,
+)
+from vllm_secure_launch.plan.document import check_document, plan_document
 from vllm_secure_launch.plan.model import Plan
-
-# click option name -> policy key. Every launcher option also reads VSL_* and the policy file:
-# policy.SETTINGS holds the env names; precedence CLI > env > file > defaults is policy.resolve's.
-_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
-    (("--policy", "policy"), dict(metavar="PATH", help="Policy TOML file [env VSL_POLICY; default "
-                                  "/etc/vllm-secure-launch/policy.toml if present].")),
-    (("--internal-iface", "internal_iface"), dict(metavar="NAME", help="Private interface for all "
-                                                  "internal traffic [VSL_INTERNAL_IFACE].")),
-    (("--internal-cidr", "internal_cidr"), dict(metavar="CIDR", help="Pick the internal address "
-                                                "by subnet [VSL_INTERNAL_CIDR].")),
-    (("--internal-ip", "internal_ip"), dict(metavar="IP", help="The internal address itself "
-                                            "[VSL_INTERNAL_IP].")),
-    (("--api-host", "api_host"), dict(metavar="IP", help="API address used when vLLM's --host is "
-                                      "absent [VSL_API_HOST; default 127.0.0.1].")),
-    (("--allow-wildcard/--no-allow-wildcard", "allow_wildcard"),
-     dict(default=None, help="Allow an API on 0.0.0.0/:: [VSL_ALLOW_WILDCARD].")),
-    (("--api-key-file", "api_key_file"), dict(metavar="PATH", help="File holding the API key, mode "
-                                              "0600 [VSL_API_KEY_FILE].")),
-    (("--dry-run/--no-dry-run", "dry_run"), dict(default=None, help="Print the plan and exit 0 "
-                                                 "(would start) or 78 (refused) [VSL_DRY_RUN].")),
-    (("--format", "format"), dict(type=click.Choice(["text", "json", "sarif"]), help="Report "
-                                  "format of dry-run/check [VSL_FORMAT].")),
-    (("--report", "report"), dict(metavar="PATH", help="Also write the JSON report here "
-                                  "[VSL_REPORT].")),
-    (("--vllm-command", "vllm_command"),
-     dict(metavar="CMD", help="Command that starts vLLM's serve, e.g. 'vllm-mindspore serve' "
-          "[VSL_VLLM_COMMAND]; default: vLLM of this Python environment.")),
-    (("--accelerator", "accelerator"), dict(type=click.Choice(["auto", "cuda", "ascend", "cpu"]),
-                                            help="Accelerator platform [VSL_ACCELERATOR; auto].")),
-    (("--ready-timeout", "ready_timeout"), dict(type=float, metavar="SECONDS", help="Wait this "
-                                                "long for /health [VSL_READY_TIMEOUT; 1800].")),
-    (("--audit", "audit"), dict(type=click.Choice(["enforce", "warn", "off"]), help="Socket audit "
-                                "mode [VSL_AUDIT; enforce].")),
-    (("--audit-interval", "audit_interval"), dict(type=float, metavar="SECONDS", help="Audit "
-                                                  "period [VSL_AUDIT_INTERVAL; 1].")),
-    (("--stop-grace", "stop_grace"), dict(type=float, metavar="SECONDS", help="Grace before the "
-                                          "tree is killed on stop [VSL_STOP_GRACE; 30].")),
-    (("--log-format", "log_format"), dict(type=click.Choice(["text", "json"]), help="The "
-                                          "launcher's own stderr lines [VSL_LOG_FORMAT; text].")),
-]
-
-
-def launcher_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    for decls, kw in reversed(_OPTIONS):
-        fn = click.option(*decls, **kw)(fn)
-    return fn
 
 
 @dataclass(frozen=True)
@@ -107,11 +68,9 @@ def rule_docs() -> dict[str, tuple[str, str]]:
 def emit_plan(plan: Plan, fmt: str, report: str | None, findings_only: bool = False) -> None:
     doc = plan_document(plan)
     if report:
-        write_report(report, doc)
+        write_report(report, doc)  # the whole plan, also for `check`
     if fmt == "json":
-        click.echo(json.dumps(doc if not findings_only else
-                              {k: doc[k] for k in ("schema_version", "decision", "findings")},
-                              indent=2))
+        click.echo(json.dumps(doc if not findings_only else check_document(plan), indent=2))
     elif fmt == "sarif":
         click.echo(json.dumps(render_sarif(plan.findings, rule_docs(), __version__), indent=2))
     elif findings_only:
@@ -132,7 +91,6 @@ def write_report(path: str, doc: Mapping[str, Any]) -> None:
 # Commands
 
 # Everything after the subcommand belongs to vLLM; `serve --help` (first) is the launcher's help.
-_PASS = {"ignore_unknown_options": True, "allow_interspersed_args": False}
 
 
 @click.command("serve", cls=PassThrough)
@@ -183,8 +141,9 @@ def rules_cmd(fmt: str) -> int:
 
     rules = all_rules()
     if fmt == "json":
-        click.echo(json.dumps([{"id": r.id, "severity": r.severity.label, "title": r.title,
-                                "remedy": r.remedy} for r in rules], indent=2))
+        body = {"rules": [{"id": r.id, "severity": r.severity.label, "title": r.title,
+                           "remedy": r.remedy} for r in rules]}
+        click.echo(json.dumps(envelope("rules", "none", (), body, __version__), indent=2))
     else:
         for r in rules:
             click.echo(f"{r.id}  {r.severity.label:<7}  {r.title}\n         fix: {r.remedy}")

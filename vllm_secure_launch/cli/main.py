@@ -12,11 +12,12 @@ from vllm_secure_launch.cli import (
     probe_cmd,
     render_cmd,
 )
+from vllm_secure_launch.cli.options import launcher_options
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="vllm-secure-launch")
-@launch_cmds.launcher_options
+@launcher_options
 @click.pass_context
 def cli(ctx: click.Context, **launcher_opts: object) -> None:
     """Hardened drop-in replacement for `vllm serve`.

@@ -15,20 +15,20 @@ from typing import Any, Mapping, Sequence
 import click
 
 from vllm_secure_launch import __version__
+from vllm_secure_launch.cli.options import click_option
 from vllm_secure_launch.cli.passthrough import PassThrough
+from vllm_secure_launch.config.settings import BY_KEY
 from vllm_secure_launch.exitcodes import ExitCode
 from vllm_secure_launch.findings import render_sarif, render_text
 from vllm_secure_launch.surface.args import ServeArgs
 
-_PASS = {"ignore_unknown_options": True, "allow_interspersed_args": False}
 GIB = 1024**3
+FORMAT = BY_KEY["format"]
 
 
 @click.command("preflight", cls=PassThrough)
-@click.option("--accelerator", type=click.Choice(["auto", "cuda", "ascend", "cpu"]),
-              default=None, help="Platform to check [VSL_ACCELERATOR; auto].")
-@click.option("--format", "fmt", type=click.Choice(["text", "json", "sarif"]), default=None,
-              help="Report format [VSL_FORMAT; text].")
+@click_option("accelerator", help="Platform to check")
+@click_option("format", dest="fmt", help="Report format")
 @click.argument("vllm_args", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
 def command(ctx: click.Context, accelerator: str | None, fmt: str | None,
@@ -42,9 +42,7 @@ def command(ctx: click.Context, accelerator: str | None, fmt: str | None,
     args = _parse(vllm_args)
     report = preflight.run_for_serve(args, environ, chosen_acc)
     if chosen_fmt == "json":
-        click.echo(json.dumps({"schema_version": 1, "tool": {"name": "vllm-secure-launch",
-                                                             "version": __version__},
-                               **report.to_dict()}, indent=2))
+        click.echo(json.dumps(report.to_document(__version__), indent=2))
     elif chosen_fmt == "sarif":
         docs = {r.id: (r.title, r.remedy) for r in preflight.RULES}
         click.echo(json.dumps(render_sarif(report.findings, docs, __version__), indent=2))
@@ -61,9 +59,9 @@ def _settings(obj: Any, environ: Mapping[str, str], accelerator: str | None,
         accelerator = getattr(policy, "accelerator", None)
     if fmt is None:
         fmt = getattr(policy, "format", None) if policy is not None else None
-        fmt = fmt or environ.get("VSL_FORMAT") or "text"
-        if fmt not in ("text", "json", "sarif"):
-            fmt = "text"
+        fmt = fmt or environ.get(FORMAT.env) or FORMAT.default
+        if fmt not in FORMAT.choices:
+            fmt = FORMAT.default
     # accelerator None: PreflightRequest reads VSL_ACCELERATOR, then `auto`.
     return accelerator, fmt
 

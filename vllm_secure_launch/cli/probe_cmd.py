@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import click
 
+from vllm_secure_launch.cli.options import Seconds
 from vllm_secure_launch.exitcodes import ExitCode
 
 
@@ -19,7 +20,7 @@ from vllm_secure_launch.exitcodes import ExitCode
               help="File holding the API key: routes that need a key are also tried with it, "
                    "to find routes the gate should deny whatever the key. Never give the key "
                    "on the command line.")
-@click.option("--timeout", type=click.FloatRange(min=0.1, max=300), default=5.0,
+@click.option("--timeout", type=Seconds(min=0.1, max=300), default=5.0,
               show_default=True, help="Seconds per request.")
 @click.option("--insecure", is_flag=True,
               help="https: do not verify the server certificate (self-signed test servers).")

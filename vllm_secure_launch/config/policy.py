@@ -5,61 +5,29 @@ Secure defaults need no file. Unknown keys and wrong types are errors that name 
 
 from __future__ import annotations
 
+import math
 import os
 import sys
-from dataclasses import dataclass, field, fields
-from typing import Any, Mapping
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
+from vllm_secure_launch.config import settings
+from vllm_secure_launch.config.settings import DEFAULT_POLICY_PATH, Setting
 from vllm_secure_launch.errors import PolicyFileError
 
-DEFAULT_POLICY_PATH = "/etc/vllm-secure-launch/policy.toml"
+# The table of settings (keys, sections, kinds, defaults, env names, choices, bounds) is
+# config/settings.py; this module reads the file and merges the sources.
+_STR, _FLOAT, _BOOL, _LIST = settings.STR, settings.NUMBER, settings.BOOL, settings.LIST
+SECTIONS = settings.SECTIONS
 POLICY_LIMIT = 1024 * 1024
-
-# key -> (section, type, default, env var). The single table behind the file schema, the env
-# variables and the CLI options: every launcher option reads all three.
-_STR, _FLOAT, _BOOL, _LIST = "string", "number", "boolean", "list of strings"
-
-SETTINGS: dict[str, tuple[str, str, Any, str]] = {
-    # [launcher]
-    "vllm_command": ("launcher", _LIST, (), "VSL_VLLM_COMMAND"),
-    "accelerator": ("launcher", _STR, "auto", "VSL_ACCELERATOR"),
-    "ready_timeout": ("launcher", _FLOAT, 1800.0, "VSL_READY_TIMEOUT"),
-    "audit": ("launcher", _STR, "enforce", "VSL_AUDIT"),
-    "audit_interval": ("launcher", _FLOAT, 1.0, "VSL_AUDIT_INTERVAL"),
-    "stop_grace": ("launcher", _FLOAT, 30.0, "VSL_STOP_GRACE"),
-    "log_format": ("launcher", _STR, "text", "VSL_LOG_FORMAT"),
-    "format": ("launcher", _STR, "text", "VSL_FORMAT"),
-    "report": ("launcher", _STR, "", "VSL_REPORT"),
-    "dry_run": ("launcher", _BOOL, False, "VSL_DRY_RUN"),
-    "runtime_dir": ("launcher", _STR, "", "VSL_RUNTIME_DIR"),
-    # [api]
-    "api_host": ("api", _STR, "127.0.0.1", "VSL_API_HOST"),
-    "allow_wildcard": ("api", _BOOL, False, "VSL_ALLOW_WILDCARD"),
-    "api_key_file": ("api", _STR, "", "VSL_API_KEY_FILE"),
-    # [network]
-    "internal_iface": ("network", _STR, "", "VSL_INTERNAL_IFACE"),
-    "internal_cidr": ("network", _STR, "", "VSL_INTERNAL_CIDR"),
-    "internal_ip": ("network", _STR, "", "VSL_INTERNAL_IP"),
-    "allow_loopback": ("network", _BOOL, True, "VSL_ALLOW_LOOPBACK"),
-    # [vllm]
-    "plugins": ("vllm", _LIST, (), "VSL_PLUGINS"),
-    "allowed_media_dirs": ("vllm", _LIST, (), "VSL_ALLOWED_MEDIA_DIRS"),
-    "tcpstore_guard": ("vllm", _BOOL, True, "VSL_TCPSTORE_GUARD"),
-}
-
-# Policy file: the file's section names; [waivers] and [gate] have their own shapes.
-SECTIONS = ("launcher", "api", "network", "vllm")
-_POSITIVE = ("ready_timeout", "audit_interval")
-CHOICES = {
-    "accelerator": ("auto", "cuda", "ascend", "cpu"),
-    "audit": ("enforce", "warn", "off"),
-    "log_format": ("text", "json"),
-    "format": ("text", "json", "sarif"),
-}
 
 
 @dataclass(frozen=True)
 class Policy:
+    """The merged settings. One field per file setting of config/settings.py, with the same
+    default (tests/test_settings.py checks it), then what the file's other sections give."""
+
     vllm_command: tuple[str, ...] = ()
     accelerator: str = "auto"
     ready_timeout: float = 1800.0
@@ -153,12 +121,12 @@ def _check_type(value: Any, kind: str, where: str) -> Any:
 def read_policy_file(path: str) -> tuple[dict[str, Any], dict[str, str], dict[str, Any]]:
     """Parse and validate a policy file → (settings, waivers, gate section)."""
     raw = _load_toml(path)
-    settings: dict[str, Any] = {}
+    values: dict[str, Any] = {}
     waivers: dict[str, str] = {}
     gate: dict[str, Any] = {}
     by_section: dict[str, dict[str, tuple[str, Any]]] = {}
-    for key, (section, kind, _d, _e) in SETTINGS.items():
-        by_section.setdefault(section, {})[_file_key(key, section)] = (key, kind)
+    for s in settings.file_settings():
+        by_section.setdefault(str(s.section), {})[s.in_file] = (s.key, s.kind)
     for section, body in raw.items():
         if section == "waivers":
             waivers = _read_waivers(path, body)
@@ -173,7 +141,7 @@ def read_policy_file(path: str) -> tuple[dict[str, Any], dict[str, str], dict[st
             raise PolicyFileError(
                 f"{path}: unknown section [{section}]" if section not in by_section
                 else f"{path}: [{section}] must be a table",
-                f"known sections: {', '.join(SECTIONS + ('gate', 'waivers'))}",
+                f"known sections: {', '.join(SECTIONS + settings.OTHER_SECTIONS)}",
                 "remove it or fix its name",
             )
         for fkey, value in body.items():
@@ -184,13 +152,8 @@ def read_policy_file(path: str) -> tuple[dict[str, Any], dict[str, str], dict[st
                     "remove it or fix its spelling",
                 )
             key, kind = by_section[section][fkey]
-            settings[key] = _check_type(value, kind, _where(path, section, fkey))
-    return settings, waivers, gate
-
-
-def _file_key(key: str, section: str) -> str:
-    # In the file, [api] host = ... reads better than api_host.
-    return "host" if key == "api_host" else key
+            values[key] = _check_type(value, kind, _where(path, section, fkey))
+    return values, waivers, gate
 
 
 def _read_waivers(path: str, body: Any) -> dict[str, str]:
@@ -213,9 +176,13 @@ def _read_waivers(path: str, body: Any) -> dict[str, str]:
     return out
 
 
-def _from_env(key: str, kind: str, env_name: str, raw: str) -> Any:
+def _from_env(s: Setting, env_name: str, raw: str) -> Any:
+    """A value given as text (VSL_* or a list option on the command line) → its kind."""
+    kind = s.kind
+    if kind == _LIST and s.list_syntax == settings.SHELL:
+        return split_command(env_name, raw)
     if kind == _LIST:
-        return tuple(p for p in (s.strip() for s in raw.split(",")) if p)
+        return tuple(p for p in (part.strip() for part in raw.split(",")) if p)
     if kind == _BOOL:
         low = raw.strip().lower()
         if low in ("1", "true", "yes", "on"):
@@ -232,24 +199,30 @@ def _from_env(key: str, kind: str, env_name: str, raw: str) -> Any:
     return raw
 
 
-def _check_choice(key: str, value: Any, origin: str) -> None:
-    choices = CHOICES.get(key)
+def _check_choice(s: Setting, value: Any, origin: str) -> None:
+    choices = s.choices
     if choices and value not in choices:
-        raise PolicyFileError(f"{key} = {value!r} ({origin}) is not one of {', '.join(choices)}",
+        raise PolicyFileError(f"{s.key} = {value!r} ({origin}) is not one of {', '.join(choices)}",
                               "", f"use one of {', '.join(choices)}")
+
+
+def _check_bound(s: Setting, value: float, origin: str) -> None:
+    if not math.isfinite(value):
+        # TOML, float() and click all accept nan and inf: a nan audit interval would silently
+        # stop the continuous audit (every comparison with nan is false), inf never times out.
+        raise PolicyFileError(f"{s.key} = {value} ({origin}) is not a finite number",
+                              f"{s.key} is a duration in seconds; nan and inf are not durations",
+                              "use a finite number of seconds")
+    positive = s.bound == settings.POSITIVE
+    if value < 0 or (value == 0 and positive):
+        raise PolicyFileError(f"{s.key} = {value:g} ({origin}) must be {s.bound}", s.bound_why,
+                              "use a positive number of seconds")
 
 
 def load(cli: Mapping[str, Any], environ: Mapping[str, str]) -> Policy:
     """The policy from the command line's values (only what was given), VSL_* and the file."""
     given = {k: v for k, v in cli.items() if k != "policy" and v is not None}
-    if isinstance(given.get("vllm_command"), str):
-        given["vllm_command"] = split_command("--vllm-command", given["vllm_command"])
-    env = dict(environ)
-    if "VSL_VLLM_COMMAND" in env:
-        # VSL_VLLM_COMMAND is a shell-like command line, not a comma list.
-        env["VSL_VLLM_COMMAND"] = ",".join(split_command("VSL_VLLM_COMMAND",
-                                                         env["VSL_VLLM_COMMAND"]))
-    return resolve(given, env, policy_path(cli.get("policy"), environ))
+    return resolve(given, environ, policy_path(cli.get("policy"), environ))
 
 
 def split_command(where: str, text: str) -> tuple[str, ...]:
@@ -269,8 +242,9 @@ def policy_path(cli_path: str | None, environ: Mapping[str, str]) -> str | None:
     """--policy > VSL_POLICY > /etc/vllm-secure-launch/policy.toml if present > none."""
     if cli_path:
         return cli_path
-    if environ.get("VSL_POLICY"):
-        return environ["VSL_POLICY"]
+    env_name = settings.BY_KEY["policy"].env
+    if environ.get(env_name):
+        return environ[env_name]
     return DEFAULT_POLICY_PATH if os.path.exists(DEFAULT_POLICY_PATH) else None
 
 
@@ -285,26 +259,23 @@ def resolve(
         file_settings, waivers, gate = read_policy_file(path)
     values: dict[str, Any] = {}
     origins: dict[str, str] = {}
-    for key, (_section, kind, default, env_name) in SETTINGS.items():
+    for s in settings.file_settings():
+        key, kind = s.key, s.kind
         if cli.get(key) is not None:
             value, origin = cli[key], "cli"
             if kind == _LIST and isinstance(value, str):
-                value = _from_env(key, kind, "--" + key.replace("_", "-"), value)
-        elif env_name in environ:
-            value, origin = _from_env(key, kind, env_name, environ[env_name]), "env"
+                value = _from_env(s, s.flag, value)
+        elif s.env in environ:
+            value, origin = _from_env(s, s.env, environ[s.env]), "env"
         elif key in file_settings:
             value, origin = file_settings[key], "file"
         else:
-            value, origin = default, "default"
-        _check_choice(key, value, origin)
-        if kind == _FLOAT and (value < 0 or (value == 0 and key in _POSITIVE)):
-            bound = "positive" if key in _POSITIVE else "zero or more"
-            raise PolicyFileError(
-                f"{key} = {value:g} ({origin}) must be {bound}",
-                "an audit every 0 s would spin, and a 0 s readiness wait can never succeed"
-                if key in _POSITIVE else "", "use a positive number of seconds")
+            value, origin = s.default, "default"
+        _check_choice(s, value, origin)
+        if kind == _FLOAT:
+            value = float(value)  # a click/CLI int is still a number of seconds
+            _check_bound(s, value, origin)
         values[key] = value
         origins[key] = origin
-    known = {f.name for f in fields(Policy)}
-    return Policy(**{k: v for k, v in values.items() if k in known}, waivers=waivers,
-                  gate_policy=gate, source=path or "defaults", origins=origins)
+    return Policy(**values, waivers=waivers, gate_policy=gate, source=path or "defaults",
+                  origins=origins)

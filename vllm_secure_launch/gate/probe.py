@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
 from vllm_secure_launch.errors import UsageError
-from vllm_secure_launch.findings import Finding
+from vllm_secure_launch.findings import Finding, envelope
 from vllm_secure_launch.rules import gate_rules
 from vllm_secure_launch.surface import routes
 
@@ -108,7 +108,13 @@ class ProbeReport:
     def open_sensitive(self) -> bool:
         return any(f.blocking for f in self.findings)
 
+    @property
+    def decision(self) -> str:
+        """The envelope's decision: "fail" (exit 77) when something sensitive is open."""
+        return "fail" if self.open_sensitive else "pass"
+
     def to_dict(self) -> dict[str, Any]:
+        """The body of the "probe" report; the findings go in the envelope."""
         return {
             "target": self.target,
             "key_used": self.key_used,
@@ -117,7 +123,6 @@ class ProbeReport:
             "routes": [r.to_dict() for r in self.results],
             "path_tricks": [{"path": t.path, "status": t.status, "reached": t.reached}
                             for t in self.tricks],
-            "findings": [f.to_dict() for f in self.findings],
         }
 
 
@@ -355,7 +360,11 @@ def render_text(report: ProbeReport) -> str:
 
 
 def render_json(report: ProbeReport) -> str:
-    return json.dumps(report.to_dict(), indent=2)
+    """The "probe" report in the one envelope (findings.envelope)."""
+    from vllm_secure_launch import __version__
+
+    doc = envelope("probe", report.decision, report.findings, report.to_dict(), __version__)
+    return json.dumps(doc, indent=2)
 
 
 __all__ = ["probe", "run_probe", "classify", "parse_target", "read_key_file", "render_text",

@@ -1,25 +1,24 @@
-"""The plan as a JSON document (the body of the dry-run report). Pure."""
+"""The plan as report documents in the one envelope (findings.envelope). Pure.
+
+kind "plan": the dry run's document and `--report`: the exact argv and environment that
+`serve` hands to vLLM. kind "check": the decision and findings alone.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from vllm_secure_launch import __version__
-from vllm_secure_launch.findings import findings_json
+from vllm_secure_launch.findings import envelope
 from vllm_secure_launch.plan.model import Plan
-
-SCHEMA_VERSION = 1
 
 # Values that exist only at run time: the dry run shows what they would be in its own process
 # (the run directory's name holds the launcher's pid), serve makes them anew.
 RUNTIME_VALUES = ("VLLM_RPC_BASE_PATH", "TMPDIR", "SAGEMAKER_MODEL_PATH")
 
 
-def plan_document(plan: Plan) -> dict[str, Any]:
+def plan_body(plan: Plan) -> dict[str, Any]:
     return {
-        "schema_version": SCHEMA_VERSION,
-        "tool": {"name": "vllm-secure-launch", "version": __version__},
-        "decision": plan.decision,
         "argv": list(plan.argv),
         "env": plan.redacted_env(),
         "env_removed": list(plan.env_removed),
@@ -36,5 +35,12 @@ def plan_document(plan: Plan) -> dict[str, Any]:
         "waivers": plan.facts.get("waivers", {}),
         "vllm": plan.facts.get("vllm"),
         "preflight": plan.facts.get("preflight"),
-        "findings": findings_json(plan.findings),
     }
+
+
+def plan_document(plan: Plan) -> dict[str, Any]:
+    return envelope("plan", plan.decision, plan.findings, plan_body(plan), __version__)
+
+
+def check_document(plan: Plan) -> dict[str, Any]:
+    return envelope("check", plan.decision, plan.findings, {}, __version__)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from vllm_secure_launch.findings import Finding, findings_json
+from vllm_secure_launch.findings import Finding, envelope
 from vllm_secure_launch.preflight.request import PreflightRequest
 
 GIB = 1024**3
@@ -53,7 +53,14 @@ class PreflightReport:
     def blocked(self) -> bool:
         return any(f.blocking for f in self.findings)
 
+    @property
+    def decision(self) -> str:
+        """The envelope's decision, in the plan's words (exit 69 when "preflight-failed")."""
+        return "preflight-failed" if self.blocked else "start"
+
     def to_dict(self) -> dict[str, Any]:
+        """The body of the "preflight" report (its findings go in the envelope; in a plan
+        they are among the plan's findings)."""
         return {
             "platform": self.platform,
             "selection": self.selection,
@@ -65,5 +72,8 @@ class PreflightReport:
             "devices": [d.to_dict() for d in self.devices],
             "env_updates": dict(self.env_updates),
             "blocked": self.blocked,
-            "findings": findings_json(self.findings),
         }
+
+    def to_document(self, version: str) -> dict[str, Any]:
+        """The "preflight" report: the one envelope around `to_dict`."""
+        return envelope("preflight", self.decision, self.findings, self.to_dict(), version)
