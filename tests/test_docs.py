@@ -153,15 +153,15 @@ def test_rule_ids_in_the_docs_exist_and_titles_live_only_on_the_rules_page():
 
 def test_settings_page_names_every_launcher_option_and_variable():
     from vllm_secure_launch.cli.main import cli
-    from vllm_secure_launch.config.policy import SETTINGS
+    from vllm_secure_launch.config.settings import SETTINGS
 
     text = (DOCS / "settings.md").read_text(encoding="utf-8")
     for param in cli.params:
         if param.name in ("version", "help"):
             continue
         assert f"`{param.opts[0]}" in text, param.opts[0]
-    for _section, _kind, _default, env_name in SETTINGS.values():
-        assert f"`{env_name}`" in text, env_name
+    for setting in SETTINGS:
+        assert f"`{setting.env}`" in text, setting.env
     assert "`VSL_POLICY`" in text
 
 

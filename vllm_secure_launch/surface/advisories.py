@@ -2,7 +2,7 @@
 
 The TOML is the source an operator edits. So that a dry run does not pay for parsing it
 (~30 ms), scripts/gen-advisories compiles it into surface/data/advisories_index.py, which
-records the TOML's SHA-256: the index is used only while the hash still matches, else the TOML
+records the TOML's fingerprint (size and CRC-32): the index is used only while it still matches, else the TOML
 itself is parsed (slower, never stale).
 
 Versions are compared by `version_key`, the PEP 440 ordering of packaging's Version, and
@@ -13,13 +13,12 @@ post-releases); pre-releases count as affected. tests/test_advisories.py checks 
 
 from __future__ import annotations
 
-import hashlib
+import os
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-DATA = Path(__file__).with_name("data") / "advisories.toml"
+DATA = os.path.join(os.path.dirname(__file__), "data", "advisories.toml")
 SEVERITIES = ("low", "medium", "high", "critical")
 
 _VERSION = re.compile(
@@ -126,19 +125,25 @@ def specifier_contains(spec: str, version: str) -> bool:
 # ---------------------------------------------------------------------------------------------
 # Data
 
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+def fingerprint(data: bytes) -> str:
+    """Change detection of the TOML against its compiled index (not a security boundary:
+    whoever can write the package's files needs no forged index). zlib, not hashlib: hashlib
+    loads OpenSSL, a few MiB on every start."""
+    import zlib
+
+    return f"{len(data)}:{zlib.crc32(data):08x}"
 
 
-def load(path: Path = DATA) -> tuple[dict[str, Any], ...]:
+def load(path: str = DATA) -> tuple[dict[str, Any], ...]:
     """Every [[advisory]] table, from the compiled index when it is current."""
-    raw = path.read_bytes()
+    with open(path, "rb") as fh:
+        raw = fh.read()
     if path == DATA:
         try:
             from vllm_secure_launch.surface.data import advisories_index as index
         except ImportError:
             index = None  # type: ignore[assignment]
-        if index is not None and _sha256(raw) == index.SHA256:
+        if index is not None and index.FINGERPRINT == fingerprint(raw):
             return index.ADVISORIES
     import tomllib
 

@@ -9,9 +9,9 @@ says so (docs/versions.md: what is still enforced then).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
+import os
 
-DATA = Path(__file__).with_name("data")
+DATA = os.path.join(os.path.dirname(__file__), "data")
 KNOWN = ("0.32",)  # surfaces shipped, oldest first
 
 
@@ -22,8 +22,8 @@ class Choice:
     why: str
 
     @property
-    def flags_file(self) -> Path:
-        return DATA / f"vllm_{self.surface.replace('.', '_')}_serve_flags.json"
+    def flags_file(self) -> str:
+        return os.path.join(DATA, f"vllm_{self.surface.replace('.', '_')}_serve_flags.json")
 
 
 def _minor(version: str) -> tuple[int, int] | None:
