@@ -26,8 +26,6 @@ def main(argv: list[str]) -> int:
             traceback.print_exc()
             rows.append({"name": name, "ratio": None, "target": "", "ok": False,
                          "detail": f"failed: {exc}"})
-        for r in rows[-10:]:
-            pass
     if as_json:
         print(json.dumps(rows, indent=2))
     else:

@@ -175,7 +175,7 @@ def _late_latency(tmp: str, rounds: int = 5) -> list[float]:
         proc = subprocess.Popen([sys.executable, os.path.join(REPO, "tests", "support", "run_plan.py"), plan],
                                 env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
-            def done():
+            def done(report=report):
                 try:
                     with open(report) as fh:
                         rep = json.load(fh)

@@ -245,7 +245,7 @@ def test_unreachable_is_usage_error() -> None:
 def test_cli_exit_codes(monkeypatch: pytest.MonkeyPatch) -> None:
     gated = EndpointGate(fake_vllm(K), environ={"VLLM_API_KEY": K})
     for app, want in ((gated, 0), (fake_vllm(K), 77)):
-        monkeypatch.setattr(probe, "probe", lambda url, **kw: run(app))
+        monkeypatch.setattr(probe, "probe", lambda url, app=app, **kw: run(app))
         result = CliRunner().invoke(probe_cmd.command, ["http://127.0.0.1:19999"],
                                     standalone_mode=False)
         assert result.return_value == want, result.output

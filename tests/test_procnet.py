@@ -47,10 +47,10 @@ def test_scanner_maps_a_real_tree_and_caches(tmp_path):
     code = ("import socket,time,os\n"
             "a=socket.socket(); a.bind(('127.0.0.1',18300)); a.listen()\n"
             "u=socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); u.bind(('::',18301))\n"
-            "open(%r,'w').write('x')\n"
+            "open({!r},'w').write('x')\n"
             "time.sleep(float(os.environ.get('LATE','0')))\n"
             "b=socket.socket(); b.bind(('0.0.0.0',18302)); b.listen()\n"
-            "time.sleep(60)\n") % str(tmp_path / "up")
+            "time.sleep(60)\n").format(str(tmp_path / "up"))
     outer = subprocess.Popen([sys.executable, "-c",
                               "import subprocess,sys; subprocess.run([sys.executable,'-c',sys.argv[1]])", code],
                              env={**os.environ, "LATE": "0.5"})

@@ -142,8 +142,8 @@ def test_in_process_semantics_ipv6_prefix_weakref_multi_tenant(venv_python):
 
 
 def test_pth_is_inert_without_the_variable(venv_python):
-    code = ("import sys; print(json.dumps([%r in sys.modules, "
-            "[type(f).__name__ for f in sys.meta_path]]))" % gi.MODULE_NAME)
+    code = (f"import sys; print(json.dumps([{gi.MODULE_NAME!r} in sys.modules, "
+            "[type(f).__name__ for f in sys.meta_path]]))")
     proc = run_py(venv_python, "import json;" + code, clean_env())
     loaded, finders = json.loads(proc.stdout)
     assert loaded is False and "_TorchDistributedFinder" not in finders

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from typing import Any
 
 import click
 
@@ -16,6 +17,7 @@ from vllm_secure_launch import __version__
 from vllm_secure_launch.cli.passthrough import PassThrough
 from vllm_secure_launch.exitcodes import ExitCode
 from vllm_secure_launch.findings import envelope
+from vllm_secure_launch.host.facts import HostFacts
 
 
 @click.command("advisories", cls=PassThrough)
@@ -63,7 +65,7 @@ def command(opts: object, vllm_args: tuple[str, ...]) -> int:
     return int(ExitCode.REFUSED if blocked else ExitCode.OK)
 
 
-def _host(prepared: object) -> object:
+def _host(prepared: Any) -> HostFacts:
     from vllm_secure_launch.host.facts import HostFacts
 
     facts = prepared.plan.facts.get("vllm", {})

@@ -181,7 +181,7 @@ def resolve_master_address(host: str, port: int, allowed: frozenset[str]) -> tup
             "interface.",
             wildcard_fix,
         )
-    for family, ip in resolved:
+    for family, ip in resolved:  # type: ignore[assignment]
         if ip in allowed:
             return family, ip
     shown = ", ".join(ip for _f, ip in resolved) or "nothing"
@@ -393,7 +393,7 @@ def patch_loaded(allowed: frozenset[str] | None, config_error: str | None) -> bo
         original = getattr(guarded, "__vsl_base__", original)
     else:
         guarded = make_guarded_class(original, allowed, config_error)
-        c10d.TCPStore = guarded
+        c10d.TCPStore = guarded  # type: ignore[union-attr]
     # Modules that already bound the name (torch.distributed binds it before its first
     # submodule import) get the guarded class too.
     for name, module in list(sys.modules.items()):
@@ -403,7 +403,7 @@ def patch_loaded(allowed: frozenset[str] | None, config_error: str | None) -> bo
             continue
         try:
             if getattr(module, "TCPStore", None) is original:
-                module.TCPStore = guarded
+                module.TCPStore = guarded  # type: ignore[attr-defined]
         except Exception:  # noqa: BLE001 - a lazy module that refuses getattr has no binding
             continue
     return True
@@ -420,8 +420,8 @@ class _TorchDistributedFinder:
         self.config_error = config_error
 
     def find_spec(self, fullname, path=None, target=None):  # noqa: ANN001 - importlib protocol
-        if fullname.startswith("torch.distributed."):
-            if patch_loaded(self.allowed, self.config_error):
+        if fullname.startswith("torch.distributed.") and patch_loaded(
+                self.allowed, self.config_error):
                 try:
                     sys.meta_path.remove(self)
                 except ValueError:

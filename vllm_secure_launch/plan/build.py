@@ -118,7 +118,10 @@ def _removed_names(environ: Mapping[str, str], policy: Policy) -> list[str]:
     removed = []
     for name in environ:
         rule = PRESENCE.get(name)
-        if rule is not None and not _waived(policy, rule.id) or name.startswith(LOADER_PREFIXES) and not _waived(policy, "VSL408") or name in SCRUB or name in LAUNCHER_ONLY or name.startswith("VSL_"):
+        refused = rule is not None and not _waived(policy, rule.id)
+        loader = name.startswith(LOADER_PREFIXES) and not _waived(policy, "VSL408")
+        ours = name in SCRUB or name in LAUNCHER_ONLY or name.startswith("VSL_")
+        if refused or loader or ours:
             removed.append(name)
         elif name in ("VLLM_API_KEY", "VLLM_PLUGINS"):
             removed.append(name)  # re-set below from the chosen source / the policy

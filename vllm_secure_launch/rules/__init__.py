@@ -4,6 +4,7 @@ planning checks, turning a crashing check into a blocking VSL901 finding (fail c
 
 from __future__ import annotations
 
+from types import ModuleType
 from typing import TYPE_CHECKING, Callable, Iterable
 
 from vllm_secure_launch.findings import Finding
@@ -15,7 +16,7 @@ if TYPE_CHECKING:
 Check = Callable[["Context"], list[Finding]]
 
 
-def _families() -> tuple:
+def _families() -> tuple[ModuleType, ...]:
     from vllm_secure_launch.rules import (
         advisory_rules,
         cluster_rules,
@@ -30,7 +31,7 @@ def _families() -> tuple:
             advisory_rules)
 
 
-def _catalogs() -> tuple:
+def _catalogs() -> tuple[ModuleType, ...]:
     # Rules judged outside the planner (gate/probe, TCPStore guard, preflight, audit).
     from vllm_secure_launch.rules import catalogs
 

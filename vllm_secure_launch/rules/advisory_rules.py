@@ -8,6 +8,8 @@ warns. Waivers work as for every rule (by rule ID) and appear in every report.
 
 from __future__ import annotations
 
+from typing import Callable
+
 from vllm_secure_launch.findings import Finding, Severity
 from vllm_secure_launch.rules.context import Context
 from vllm_secure_launch.rules.registry import Rule
@@ -37,7 +39,7 @@ NO_SURFACE = Rule(
 RULES = (VULNERABLE, VULNERABLE_LOCAL, ENGINE_UNKNOWN, NO_SURFACE)
 
 
-def atom(ctx: Context):  # noqa: ANN201 - a closure for surface.advisories.evaluate
+def atom(ctx: Context) -> Callable[[str, str], bool | None]:
     """Answers the data's condition atoms for this plan; None = cannot tell (counts as true)."""
     args, env = ctx.args, ctx.environ
 

@@ -3,8 +3,10 @@ preflight, socket audit). Listed explicitly: a missing catalog is an error, not 
 
 from __future__ import annotations
 
+from types import ModuleType
 
-def modules() -> tuple:
+
+def modules() -> tuple[ModuleType, ...]:
     from vllm_secure_launch.rules import audit_rules, gate_rules, guard_rules, preflight_rules
 
     return (gate_rules, guard_rules, preflight_rules, audit_rules)

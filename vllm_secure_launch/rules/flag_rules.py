@@ -348,7 +348,8 @@ LISTENING_LOADER = Rule(
     "0.0.0.0 with a dynamic port, gated only by a seed_key query value",
     doc="vllm-ascend v0.23.0 netloader/interaction/elastic.py and rfork/seed_server.py.",
 )
-RULES = (*RULES, VLLM_COMMAND, CORS_SHAPE, REQUEST_INPUTS, LISTENING_LOADER)
+ALL_RULES = (*RULES, VLLM_COMMAND, CORS_SHAPE, REQUEST_INPUTS, LISTENING_LOADER)
+RULES = ALL_RULES  # type: ignore[assignment]  # the family's tuple grows here
 
 # `PYTHON [-I -s -E -B -u] -m MODULE serve` with one of these modules.
 _VLLM_MODULES = ("vllm.entrypoints.cli.main", "vllm_secure_launch.supervise.entry")

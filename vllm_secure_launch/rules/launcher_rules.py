@@ -6,6 +6,8 @@ report names the setting and where it came from (command line, VSL_* variable, p
 
 from __future__ import annotations
 
+from typing import Callable
+
 from vllm_secure_launch.findings import Finding, Severity
 from vllm_secure_launch.rules.context import Context
 from vllm_secure_launch.rules.registry import Rule
@@ -29,7 +31,7 @@ UNKNOWN_WAIVER = Rule(
 RULES = (SAFEGUARD_OFF, CRASH_WAIVED, UNKNOWN_WAIVER)
 
 # setting -> (weakened when, what it means)
-_SWITCHES = {
+_SWITCHES: dict[str, tuple[Callable[[object], bool], str]] = {
     "tcpstore_guard": (lambda v: v is False, "torch's TCPStore is no longer pinned to the "
                        "internal address"),
     "audit": (lambda v: v != "enforce", "a forbidden listener no longer stops vLLM"),

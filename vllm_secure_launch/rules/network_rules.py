@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, Iterator
+
 from vllm_secure_launch.addresses import (
     HOSTNAME,
     LINK_LOCAL,
@@ -120,7 +122,7 @@ def api_endpoint(ctx: Context) -> ApiEndpoint:
     return ApiEndpoint(host, port, tls=tls)
 
 
-def _local_ips(ctx: Context) -> set:
+def _local_ips(ctx: Context) -> set[object]:
     return {parse_ip(a.ip) for addrs in ctx.host.interfaces.values() for a in addrs}
 
 
@@ -229,7 +231,8 @@ def check_kv_events(ctx: Context) -> list[Finding]:
     return out
 
 
-def _connectors(cfg: object, where: str = "--kv-transfer-config"):  # noqa: ANN202
+def _connectors(cfg: object, where: str = "--kv-transfer-config"
+                ) -> Iterator[tuple[str, dict[str, Any]]]:
     """Every connector config, nested ones (MultiConnector's extra_config.connectors) included."""
     if isinstance(cfg, dict):
         if "kv_connector" in cfg:
@@ -255,7 +258,7 @@ def check_connectors(ctx: Context) -> list[Finding]:
             if not host or host in ("0.0.0.0", "::", "*"):
                 out.append(WILDCARD_CONNECTOR.finding(
                     where, f"{conn} starts its bootstrap server on 0.0.0.0 "
-                    f"(bootstrap_server_address {'absent' if not addr else addr})"))
+                    f"(bootstrap_server_address {addr if addr else 'absent'})"))
     return out
 
 

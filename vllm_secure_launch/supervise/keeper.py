@@ -174,7 +174,7 @@ def run(parent: int, grace: float, argv: list[str]) -> int:
     me = os.getpid()
     child = os.fork()
     if child == 0:
-        _exec_child(argv, me, watched)
+        _exec_child(argv, me, {int(s) for s in watched})
     code: int | None = None
     while True:
         info = signal.sigwaitinfo(watched)

@@ -143,7 +143,7 @@ def load(path: str = DATA) -> tuple[dict[str, Any], ...]:
             from vllm_secure_launch.surface.data import advisories_index as index
         except ImportError:
             index = None  # type: ignore[assignment]
-        if index is not None and index.FINGERPRINT == fingerprint(raw):
+        if index is not None and fingerprint(raw) == index.FINGERPRINT:
             return index.ADVISORIES
     import tomllib
 
@@ -168,7 +168,7 @@ def evaluate(condition: str, atom: Callable[[str, str], bool | None]) -> bool:
     def take() -> str:
         nonlocal pos
         pos += 1
-        return tokens[pos - 1]
+        return str(tokens[pos - 1])
 
     def expr() -> bool:
         value = term()

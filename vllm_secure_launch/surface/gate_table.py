@@ -114,7 +114,7 @@ def _check_path(path: Any, where: str) -> str:
     problem = template_problem(path)
     if problem:
         raise GateConfigError(f"{where}: path {path!r} is not usable: {problem}")
-    return path
+    return str(path)
 
 
 def _methods(value: Any, where: str) -> frozenset[str]:

@@ -8,8 +8,8 @@ says so (docs/versions.md: what is still enforced then).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 import os
+from dataclasses import dataclass
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
 KNOWN = ("0.32",)  # surfaces shipped, oldest first
