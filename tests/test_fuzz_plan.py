@@ -272,7 +272,7 @@ def _expected_error(exc: BaseException) -> bool:
     return isinstance(exc, LauncherError) and type(exc).__module__.startswith("vllm_secure_launch")
 
 
-@fuzz(4500)
+@fuzz(4000)
 @given(argv=argvs(), env=environs(), pol=policies())
 def test_only_documented_errors_and_json_round_trips(argv, env, pol):
     """Oracles 1 and 2, and 3 on every plan that comes out."""
@@ -290,7 +290,7 @@ def test_only_documented_errors_and_json_round_trips(argv, env, pol):
         assert MARKER not in out, f"secret marker in the plan's {where}"
 
 
-@fuzz(2500)
+@fuzz(4800)
 @given(argv=argvs(), secret=st.sampled_from(
     [["--api-key", MARKER], ["--api-key=" + MARKER], ["--api_key", MARKER], ["--api-ke", MARKER],
      ["--hf-token", MARKER], ["--hf_token=" + MARKER], ["--api-keyy", MARKER],
