@@ -429,3 +429,36 @@ def test_cli_end_to_end_sample():
             json.loads(r.stdout)
         seen += 1
     assert seen >= 30
+
+
+# ---------------------------------------------------------------------------------------------
+# Regressions: the crash sites and leaks the fuzzers found, pinned as plain cases
+
+
+def test_regression_bad_human_number_in_dataclass_json_is_a_usage_error():
+    """'1.5G' (binary suffixes take whole numbers) raised ValueError from
+    flags._expand_human_numbers_in_json; vLLM stops with a usage error."""
+    with pytest.raises(UsageError):
+        vllm_flags.parse(["m", "--compilation-config", '{"max_capture_size": 1.5G}'])
+
+
+@pytest.mark.parametrize("argv", [
+    ["m", "--x.secret", MARKER],                 # dotted key on an unknown option
+    ["m", "--x.auth_token=" + MARKER],
+    ["m", "--zz.", "--api-key=" + MARKER],        # a dotted key swallows the next option
+    ["m", "--_.", "--api-key", MARKER],           # ... and leaves the key as a stray value
+])
+def test_regression_secret_through_dotted_keys_never_shown(argv):
+    plan = plan_of(argv, {}, ({}, {}, None))
+    assert plan.decision == "refuse"
+    assert "VSL223" in {f.rule_id for f in plan.findings if f.blocking}
+    for where, out in outputs(plan).items():
+        assert MARKER not in out, where
+
+
+def test_regression_bad_value_error_does_not_echo_json():
+    """`--b.` is a prefix of --block-size: the JSON value (holding a swallowed key) was echoed
+    in the usage error."""
+    with pytest.raises(UsageError) as exc:
+        vllm_flags.parse(["m", "--block-size.x", "--api-key=" + MARKER])
+    assert MARKER not in exc.value.paragraph()
