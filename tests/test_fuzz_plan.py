@@ -163,7 +163,8 @@ def argvs(draw: st.DrawFn) -> list[str]:
     if draw(st.integers(0, 6)) == 0:
         cfg: dict[str, Any] = {}
         for flag, value in draw(st.lists(flag_value(), max_size=3)):
-            cfg[draw(st.sampled_from([flag.dest, flag.long[2:]]))] = True if value is None else value
+            name = draw(st.sampled_from([flag.dest, flag.long[2:]]))
+            cfg[name] = True if value is None else value
         if draw(st.booleans()):
             cfg["api-key"] = MARKER
         argv += ["--config", write_yaml(cfg)]
@@ -198,7 +199,9 @@ def _toml_value(v: Any) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, float):
-        return "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf") if math.isinf(v) else repr(v)
+        if math.isnan(v):
+            return "nan"
+        return ("inf" if v > 0 else "-inf") if math.isinf(v) else repr(v)
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
     if isinstance(v, dict):

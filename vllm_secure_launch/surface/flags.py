@@ -796,7 +796,8 @@ def _convert(flag: Flag, string: str, raw: str) -> Any:
             # vLLM's expansion raises too ("1.5G": binary suffixes take whole numbers), inside
             # argparse's type call, so vLLM stops with a usage error.
             raise _bad_value(string, None, "JSON with valid human-readable numbers (1k, 2M; "
-                             "K/M/G/T take whole numbers)", f"fix the numbers in {string}") from None
+                             "K/M/G/T take whole numbers)",
+                             f"fix the numbers in {string}") from None
         try:
             return json.loads(text)
         except RecursionError:
