@@ -202,6 +202,15 @@ def build_plan(
     hidden = secret_like_unknown(args.unknown)
     if hidden:  # refused (VSL223): the value must not reach any report either
         argv = redact_argv(argv, hidden)
+        # A dotted key can swallow the next option (`--x. --api-key K` leaves K as a stray
+        # value): the plan is refused anyway, so hide every value vLLM does not know and
+        # every token that holds a secret value the launcher knows of.
+        stray = {t for t in args.unknown if not t.startswith("-")}
+        known = [v for v in (ctx.key.value, args.get("hf_token"),
+                             *(environ.get(n) for n in SECRET_NAMES))
+                 if isinstance(v, str) and len(v) >= 4]
+        argv = tuple("<redacted>" if tok in stray or any(v in tok for v in known) else tok
+                     for tok in argv)
     api = api_endpoint(ctx)
     internal_ips = tuple(ip for ip in _guard_allowed(internal, policy))
     expected = ExpectedListeners(api=api, internal_ips=internal_ips,

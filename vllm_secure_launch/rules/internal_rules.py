@@ -37,8 +37,40 @@ def secret_like_unknown(unknown: tuple[str, ...]) -> set[str]:
     """Names of unknown options that look secret-bearing (their values are redacted)."""
     from vllm_secure_launch.surface.secrets import looks_secret
 
-    return {tok.split("=", 1)[0] for tok in unknown
-            if tok.startswith("-") and looks_secret(tok)}
+    names = {tok.split("=", 1)[0] for tok in unknown
+             if tok.startswith("-") and looks_secret(tok)}
+    # A dotted key (`--x.token V`) reaches argv as `--x '{"token": "V"}'`: the option's own name
+    # no longer looks secret, the JSON key inside its value does. vLLM also takes the token
+    # after a dotted key as its value even when it is an option (`--x. --api-key=K`).
+    for opt, value in zip(unknown, (*unknown[1:], "")):
+        name, eq, attached = opt.partition("=")
+        if opt.startswith("-") and _json_has_secret_key(attached if eq else value):
+            names.add(name)
+    return names
+
+
+def _json_has_secret_key(text: str) -> bool:
+    import json
+
+    from vllm_secure_launch.surface.secrets import looks_secret
+
+    if not text.lstrip().startswith("{"):
+        return False
+    try:
+        stack = [json.loads(text)]
+    except (ValueError, RecursionError):
+        return False
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if any(looks_secret(str(k)) for k in node):
+                return True
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, str) and node.startswith("-") and looks_secret(node):
+            return True  # `--x. --api-key=K`: the dotted key swallowed the next option
+    return False
 
 
 def check_parser(ctx: Context) -> list[Finding]:

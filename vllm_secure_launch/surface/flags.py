@@ -833,6 +833,8 @@ def _expand_human_numbers_in_json(val: str) -> str:
 
 
 def _bad_value(string: str, raw: str | None, kind: str, fix: str) -> UsageError:
+    if raw is not None and raw.lstrip().startswith("{"):
+        raw = None  # JSON (dotted keys) may carry credentials, even a swallowed --api-key=K
     shown = "" if raw is None else f": '{raw if len(raw) <= 80 else raw[:77] + '...'}'"
     return _usage(
         f"The value of {string} is not {kind}{shown}",
@@ -848,7 +850,14 @@ def _convert(flag: Flag, string: str, raw: str) -> Any:
     if flag.json == "dict_or_str" and not re.match(_LOOKS_LIKE_OBJECT, raw):
         return raw
     if flag.json:
-        text = _expand_human_numbers_in_json(raw) if flag.json == "dataclass" else raw
+        try:
+            text = _expand_human_numbers_in_json(raw) if flag.json == "dataclass" else raw
+        except ValueError:
+            # vLLM's expansion raises too ("1.5G": binary suffixes take whole numbers), inside
+            # argparse's type call, so vLLM stops with a usage error.
+            raise _bad_value(string, None, "JSON with valid human-readable numbers (1k, 2M; "
+                             "K/M/G/T take whole numbers)",
+                             f"fix the numbers in {string}") from None
         try:
             return json.loads(text)
         except RecursionError:
