@@ -116,6 +116,12 @@ class Run:
         keeper = self.keeper()
         return next(p for p in self.tree() if p.ppid() == keeper)
 
+    def has_engine_core(self) -> bool:
+        try:
+            return any("EngineCore" in p.name() + " ".join(p.cmdline()) for p in self.tree())
+        except psutil.Error:
+            return False
+
     def engine_core(self) -> psutil.Process:
         kids = self.api_server().children()
         named = [p for p in kids if "EngineCore" in p.name() + " ".join(p.cmdline())]
@@ -186,15 +192,18 @@ def test_sigterm_during_model_load_stops_with_vllms_code_and_no_ready(tmp):
     run = Run(tmp, 18201)
     try:
         keeper = wait_for(lambda: "keeper pid" in run.stderr() and run.keeper(), 60)
-        # The engine core exists: vLLM is loading the model (not yet importing).
-        wait_for(lambda: len(run.tree()) >= 3, 300, step=0.2, what="engine core started")
+        # The engine core exists: vLLM is loading the model (not only importing).
+        wait_for(lambda: run.has_engine_core(), 300, step=0.2, what="engine core started")
         time.sleep(2)
         assert "serving on" not in run.stderr()
         run.proc.send_signal(signal.SIGTERM)
         code = run.wait_exit(60)
         err = run.stderr()
-        assert code in (0, 143), err[-3000:]  # asked to stop: vLLM's own code (docs/faults.md)
+        # Asked to stop: vLLM's own code, 137 when it outlived the grace (docs/faults.md).
+        assert code in (0, 137, 143), err[-3000:]
         assert "received SIGTERM" in err
+        if code == 137:
+            assert "after the stop signal: killing every process" in err
         lines = run.lines()
         assert "READY=1" not in lines and "STOPPING=1" in lines
         assert any(ln.startswith("STATUS=loading") for ln in lines)
