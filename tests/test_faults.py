@@ -18,6 +18,7 @@ The results are documented in docs/faults.md.
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import pathlib
 import re
@@ -175,9 +176,21 @@ def _get(port: int, path: str, key: str | None = KEY) -> int:
     return conn.getresponse().status
 
 
-def _ended_cleanly(run: Run, keeper: int) -> None:
-    wait_for(lambda: not run.leftovers(keeper), 5, what="no process of vLLM's tree left")
+def _ended_cleanly(run: Run, keeper: int, case: str, code: int, took: float) -> None:
+    left = run.leftovers(keeper)  # right at the launcher's exit, before any grace of ours
+    record(case, code=code, seconds=round(took, 1), leftovers=len(left), tree=len(run.seen),
+           notify=[ln for ln in run.lines() if ln.split("=")[0] in ("READY", "STOPPING")],
+           findings=sorted(set(re.findall(r"VSL6\d\d", run.stderr()))))
+    assert not left, left
     assert run.seen, "the sampler never saw vLLM's tree"
+
+
+def record(case: str, **fields: object) -> None:
+    """The measured row for docs/faults.md, appended to $VSL_FAULTS_RESULTS when set."""
+    path = os.environ.get("VSL_FAULTS_RESULTS")
+    if path:
+        with open(path, "a") as fh:
+            fh.write(json.dumps({"case": case, **fields}) + "\n")
 
 
 @pytest.fixture
@@ -196,8 +209,10 @@ def test_sigterm_during_model_load_stops_with_vllms_code_and_no_ready(tmp):
         wait_for(lambda: run.has_engine_core(), 300, step=0.2, what="engine core started")
         time.sleep(2)
         assert "serving on" not in run.stderr()
+        t0 = time.monotonic()
         run.proc.send_signal(signal.SIGTERM)
         code = run.wait_exit(60)
+        took = time.monotonic() - t0
         err = run.stderr()
         # Asked to stop: vLLM's own code, 137 when it outlived the grace (docs/faults.md).
         assert code in (0, 137, 143), err[-3000:]
@@ -207,7 +222,7 @@ def test_sigterm_during_model_load_stops_with_vllms_code_and_no_ready(tmp):
         lines = run.lines()
         assert "READY=1" not in lines and "STOPPING=1" in lines
         assert any(ln.startswith("STATUS=loading") for ln in lines)
-        _ended_cleanly(run, keeper)
+        _ended_cleanly(run, keeper, "5 SIGTERM during load", code, took)
     finally:
         run.kill()
 
@@ -260,13 +275,14 @@ def test_sigkill_of_the_engine_core_exits_76_never_0(servers):
     run = servers["engine"]
     keeper = run.keeper()
     _serving_notifications(run)
+    t0 = time.monotonic()
     run.engine_core().kill()
     code = run.wait_exit(60)
     err = run.stderr()
     assert code == 76, err[-3000:]
     assert "VSL625" in err
     assert "STOPPING=1" in run.lines()
-    _ended_cleanly(run, keeper)
+    _ended_cleanly(run, keeper, "1 SIGKILL engine core", code, time.monotonic() - t0)
 
 
 # (2)
@@ -274,13 +290,14 @@ def test_sigkill_of_the_api_server_exits_137(servers):
     run = servers["api"]
     keeper = run.keeper()
     _serving_notifications(run)
+    t0 = time.monotonic()
     run.api_server().kill()
     code = run.wait_exit(60)
     err = run.stderr()
     assert code == 137, err[-3000:]
     assert "VSL622" in err
     assert "STOPPING=1" in run.lines()
-    _ended_cleanly(run, keeper)
+    _ended_cleanly(run, keeper, "2 SIGKILL API server", code, time.monotonic() - t0)
 
 
 # (3)
@@ -288,13 +305,14 @@ def test_sigkill_of_the_keeper_exits_137_and_takes_the_tree(servers):
     run = servers["keeper"]
     keeper = run.keeper()
     _serving_notifications(run)
+    t0 = time.monotonic()
     os.kill(keeper, signal.SIGKILL)
     code = run.wait_exit(60)
     err = run.stderr()
     assert code == 137, err[-3000:]
     assert "VSL622" in err
     assert "STOPPING=1" in run.lines()
-    _ended_cleanly(run, keeper)
+    _ended_cleanly(run, keeper, "3 SIGKILL keeper", code, time.monotonic() - t0)
 
 
 # (4)
@@ -316,7 +334,7 @@ def test_sigstop_of_the_api_server_stops_pings_then_sigkill_and_79(servers):
     assert run.lines().count("WATCHDOG=1") == pings  # no ping while /health hangs
     assert HANG_TIMEOUT <= took <= HANG_TIMEOUT + 20, took
     assert "STOPPING=1" in run.lines()
-    _ended_cleanly(run, keeper)
+    _ended_cleanly(run, keeper, "4 SIGSTOP API server", code, took)
 
 
 # (6)–(9)
@@ -335,6 +353,7 @@ def test_notify_nowhere_full_report_fs_closed_stdout_then_two_sigterms(servers):
     # systemd's socket appears late: the launcher's messages reach it from then on.
     run.notify = NotifySocket(run.notify_path)
     # (6) a second SIGTERM during the stop kills the tree at once.
+    t0 = time.monotonic()
     run.proc.send_signal(signal.SIGTERM)
     wait_for(lambda: "stopping vLLM (received SIGTERM)" in run.stderr(), 10, step=0.01)
     run.proc.send_signal(signal.SIGTERM)
@@ -343,4 +362,4 @@ def test_notify_nowhere_full_report_fs_closed_stdout_then_two_sigterms(servers):
     assert "received SIGTERM during the stop: killing every process" in err, err[-3000:]
     assert code == 137, err[-3000:]
     assert "STOPPING=1" in run.lines()
-    _ended_cleanly(run, keeper)
+    _ended_cleanly(run, keeper, "6-9 combined, two SIGTERMs", code, time.monotonic() - t0)
