@@ -11,8 +11,10 @@ by one fault: the engine core killed, the API server killed, the keeper killed, 
 stopped (SIGSTOP: a hang), and one start that combines NOTIFY_SOCKET pointing nowhere, the
 report on a full tmpfs, stdout closed by its reader and, to end it, two SIGTERMs.
 
-Run only through the heavy-run lock: flock /tmp/vsl-heavy.lock pytest -m e2e tests/test_faults.py
-The results are documented in docs/faults.md.
+Run the e2e part only through the heavy-run lock:
+    flock /tmp/vsl-heavy.lock pytest -m e2e tests/test_faults.py
+The results are documented in docs/faults.md. The first tests (not e2e) pin the same rules
+fast, on tests/support/fake_vllm.py: a real process, just not vLLM.
 """
 
 from __future__ import annotations
@@ -34,9 +36,15 @@ from typing import Iterator
 import psutil
 import pytest
 
-from tests.support.supervised import NotifySocket, wait_for
-
-pytestmark = pytest.mark.e2e
+from tests.support.supervised import (
+    NotifySocket,
+    descendants,
+    fake_argv,
+    start_launcher,
+    wait_for,
+    write_plan,
+)
+from vllm_secure_launch.supervise.readiness import HealthWatch, Probe, hang_probe_interval
 
 KEY = "vslsv-faults-key-51ab7e"
 TINY_ENV = {"HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_NO_USAGE_STATS": "1",
@@ -51,6 +59,82 @@ def model_path() -> str:
     from tests.support.vllm_server import tiny_model_path
 
     return tiny_model_path()
+
+
+@pytest.fixture
+def tmp() -> Iterator[pathlib.Path]:
+    path = pathlib.Path(tempfile.mkdtemp(prefix="vsl-faults-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+# -- fast: the same rules on the fake vLLM (no e2e marker) ------------------------------------
+def _fake_plan(tmp: pathlib.Path, port: int, *fake: str, **sv: object) -> str:
+    sv.setdefault("ready_timeout", 20)
+    sv.setdefault("stop_grace", 3)
+    doc = {"host": "127.0.0.1", "port": port, "argv": fake_argv("--port", str(port), *fake),
+           "supervision": sv, "rpc_dir": str(tmp / "rpc")}
+    return write_plan(str(tmp / "plan.json"), doc)
+
+
+def _finish(proc: subprocess.Popen, timeout: float = 30) -> tuple[int, str]:
+    _, err = proc.communicate(timeout=timeout)
+    return proc.returncode, err
+
+
+def test_hang_probe_interval_and_hung():
+    assert hang_probe_interval(0) is None and hang_probe_interval(float("nan")) is None
+    assert hang_probe_interval(6) == 1.5 and hang_probe_interval(120) == 5.0
+    assert hang_probe_interval(1) == 0.5
+    w = HealthWatch(api=None, interval=1.0)  # type: ignore[arg-type]
+    assert not w.hung(100.0, 5)
+    w.failing_since = 10.0
+    assert not w.hung(14.9, 5) and w.hung(15.0, 5) and not w.hung(99.0, 0)
+    assert Probe(False).ok is False
+
+
+def test_vllm_exiting_0_unasked_exits_76_vsl625(tmp):
+    ns = NotifySocket(str(tmp / "notify"))
+    try:
+        p = start_launcher(_fake_plan(tmp, 18211, "--die-after", "1", "--exit-code", "0"),
+                           env={"NOTIFY_SOCKET": ns.path})
+        code, err = _finish(p)
+        assert code == 76 and "VSL625" in err, err
+        assert ns.has("READY=1") and ns.has("STOPPING=1")
+    finally:
+        ns.close()
+
+
+def test_health_failing_for_the_hang_timeout_sigkills_and_exits_79(tmp):
+    ns = NotifySocket(str(tmp / "notify"))
+    try:
+        p = start_launcher(_fake_plan(tmp, 18212, "--health-fail-after", "0.5", "--ignore-term",
+                                      hang_timeout=1.5, stop_grace=30),
+                           env={"NOTIFY_SOCKET": ns.path})
+        wait_for(lambda: ns.has("READY=1"), 15, what="READY=1")
+        tree = descendants(p.pid)
+        t0 = time.monotonic()
+        code, err = _finish(p)
+        assert code == 79 and "VSL626" in err, err
+        assert time.monotonic() - t0 < 10  # SIGKILL, not the 30 s grace
+        assert ns.has("STOPPING=1")
+        assert not [q for q in tree if psutil.pid_exists(q) and
+                    psutil.Process(q).status() != psutil.STATUS_ZOMBIE]
+    finally:
+        ns.close()
+
+
+def test_second_sigterm_during_the_stop_kills_at_once(tmp):
+    p = start_launcher(_fake_plan(tmp, 18213, "--ignore-term", stop_grace=30))
+    wait_for(lambda: len(descendants(p.pid)) >= 2, 15, what="fake vLLM started")
+    time.sleep(0.5)
+    p.send_signal(signal.SIGTERM)
+    time.sleep(0.5)
+    t0 = time.monotonic()
+    p.send_signal(signal.SIGTERM)
+    code, err = _finish(p)
+    assert time.monotonic() - t0 < 10, err
+    assert code == 137 and "received SIGTERM during the stop: killing every process" in err, err
 
 
 class Run:
@@ -193,14 +277,8 @@ def record(case: str, **fields: object) -> None:
             fh.write(json.dumps({"case": case, **fields}) + "\n")
 
 
-@pytest.fixture
-def tmp() -> Iterator[pathlib.Path]:
-    path = pathlib.Path(tempfile.mkdtemp(prefix="vsl-faults-"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
 # -- (5) SIGTERM while the model loads: one short start of its own --------------------------
+@pytest.mark.e2e
 def test_sigterm_during_model_load_stops_with_vllms_code_and_no_ready(tmp):
     run = Run(tmp, 18201)
     try:
@@ -271,6 +349,7 @@ def _serving_notifications(run: Run) -> None:
 
 
 # (1)
+@pytest.mark.e2e
 def test_sigkill_of_the_engine_core_exits_76_never_0(servers):
     run = servers["engine"]
     keeper = run.keeper()
@@ -286,6 +365,7 @@ def test_sigkill_of_the_engine_core_exits_76_never_0(servers):
 
 
 # (2)
+@pytest.mark.e2e
 def test_sigkill_of_the_api_server_exits_137(servers):
     run = servers["api"]
     keeper = run.keeper()
@@ -301,6 +381,7 @@ def test_sigkill_of_the_api_server_exits_137(servers):
 
 
 # (3)
+@pytest.mark.e2e
 def test_sigkill_of_the_keeper_exits_137_and_takes_the_tree(servers):
     run = servers["keeper"]
     keeper = run.keeper()
@@ -316,6 +397,7 @@ def test_sigkill_of_the_keeper_exits_137_and_takes_the_tree(servers):
 
 
 # (4)
+@pytest.mark.e2e
 def test_sigstop_of_the_api_server_stops_pings_then_sigkill_and_79(servers):
     run = servers["hang"]
     keeper = run.keeper()
@@ -338,6 +420,7 @@ def test_sigstop_of_the_api_server_stops_pings_then_sigkill_and_79(servers):
 
 
 # (6)–(9)
+@pytest.mark.e2e
 def test_notify_nowhere_full_report_fs_closed_stdout_then_two_sigterms(servers):
     run = servers["combined"]
     keeper = run.keeper()
