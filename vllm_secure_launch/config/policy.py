@@ -34,6 +34,7 @@ class Policy:
     audit: str = "enforce"
     audit_interval: float = 1.0
     stop_grace: float = 30.0
+    hang_timeout: float = 120.0  # 0: off
     log_format: str = "text"
     format: str = "text"
     report: str = ""

@@ -89,6 +89,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("stop_grace", "launcher", NUMBER, 30.0,
             "Grace before the process tree is killed on stop.", metavar="SECONDS",
             bound=NON_NEGATIVE),
+    Setting("hang_timeout", "launcher", NUMBER, 120.0,
+            "SIGKILL vLLM's tree (exit 79) when GET /health fails this long while serving; "
+            "0: off.", metavar="SECONDS", bound=NON_NEGATIVE),
     Setting("log_format", "launcher", STR, "text", "The launcher's own stderr lines.",
             choices=("text", "json")),
     Setting("format", "launcher", STR, "text", "Report format of dry-run, check and preflight.",

@@ -218,7 +218,8 @@ def build_plan(
     supervision = Supervision(
         ready_timeout=policy.ready_timeout, audit=policy.audit,
         audit_interval=policy.audit_interval, stop_grace=policy.stop_grace,
-        log_format=policy.log_format, report_path=policy.report or None,
+        hang_timeout=policy.hang_timeout, log_format=policy.log_format,
+        report_path=policy.report or None,
     )
     secret_names = SECRET_NAMES | gate_config.secret_env_names(policy.gate_policy)
     secret = frozenset(n for n in env_set if n in secret_names or "KEY" in n or "TOKEN" in n)

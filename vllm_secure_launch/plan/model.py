@@ -41,6 +41,7 @@ class Supervision:
     audit: str = "enforce"  # enforce | warn | off
     audit_interval: float = 1.0
     stop_grace: float = 30.0
+    hang_timeout: float = 120.0  # GET /health failing this long while serving: SIGKILL, 79; 0 off
     log_format: str = "text"  # text | json  (the launcher's own stderr lines)
     report_path: str | None = None
 

@@ -109,6 +109,32 @@ HEALTH_LOST = Rule(
     doc="The launcher stops sending WATCHDOG=1 while /health fails.",
 )
 
+EXITED_UNASKED = Rule(
+    id="VSL625",
+    title="vLLM exited with code 0 although it was not asked to stop",
+    severity=Severity.ERROR,
+    remedy="read vLLM's last lines (a dead engine core makes vLLM's API server shut down with 0); "
+    "systemd's Restart=on-failure restarts the service on the launcher's exit code 76",
+    doc=(
+        "vLLM's API server ends with code 0 when its engine core dies (killed, out of memory). "
+        "The launcher did not ask it to stop, so the service is down: the launcher exits 76, "
+        "never 0, so a supervisor restarts it."
+    ),
+)
+
+HUNG = Rule(
+    id="VSL626",
+    title="vLLM hung: GET /health failed for the hang timeout while serving",
+    severity=Severity.ERROR,
+    remedy="read vLLM's log (a stopped or deadlocked API server); raise --hang-timeout "
+    "(VSL_HANG_TIMEOUT) if /health is only slow under load, 0 turns the check off",
+    doc=(
+        "While serving the launcher probes GET /health (every watchdog interval, else every "
+        "few seconds). When no probe has succeeded for --hang-timeout seconds it SIGKILLs "
+        "vLLM's tree (a stopped process ignores SIGTERM) and exits 79."
+    ),
+)
+
 RULES: tuple[Rule, ...] = (
     WILDCARD_LISTENER,
     UNPLANNED_ADDRESS,
@@ -119,4 +145,6 @@ RULES: tuple[Rule, ...] = (
     EXITED_WHILE_SERVING,
     CANNOT_START,
     HEALTH_LOST,
+    EXITED_UNASKED,
+    HUNG,
 )

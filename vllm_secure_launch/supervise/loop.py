@@ -17,8 +17,11 @@ numbers on a pipe that the single-threaded poll() loop reads together with vLLM'
 terminal would send them; after `stop_grace` every descendant is SIGKILLed.
 
 Exit code (shared/DESIGN.md): vLLM's own, 128+N when it died from signal N, 75 when it was not
-healthy in time, 77 when the audit (enforce) found a forbidden listener, 126/127 when it could
-not be executed / found. Only the cli package prints; this module talks through `ui`.
+healthy in time, 76 when it exited 0 without being asked to stop (a dead engine core makes
+vLLM's API server shut down with 0: never a success), 77 when the audit (enforce) found a
+forbidden listener, 79 when /health failed for the hang timeout while serving, 126/127 when it
+could not be executed / found. A second stop signal during the stop kills the tree at once.
+Only the cli package prints; this module talks through `ui`.
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ from vllm_secure_launch.supervise.child import (
 )
 from vllm_secure_launch.supervise.keeper import signal_all
 from vllm_secure_launch.supervise.pump import Pump
-from vllm_secure_launch.supervise.readiness import HealthWatch, ReadyWait
+from vllm_secure_launch.supervise.readiness import HealthWatch, ReadyWait, hang_probe_interval
 from vllm_secure_launch.supervise.sdnotify import Notifier, watchdog_interval
 from vllm_secure_launch.supervise.signals import Signals, drain
 from vllm_secure_launch.supervise.stop import Stopper
@@ -92,7 +95,9 @@ class _Run:
         self.child = Child()
         self.pump = Pump(self.ui)
         self.watch = AuditWatch(self.plan.expected, self.plan.api, self.sv.audit == "enforce")
-        self.health = HealthWatch(self.plan.api, watchdog_interval(self.environ, os.getpid()))
+        self.watchdog = watchdog_interval(self.environ, os.getpid())
+        self.health = HealthWatch(self.plan.api, self.watchdog or hang_probe_interval(
+            self.sv.hang_timeout))
         self.wait = ReadyWait(self.plan.api, deadline=0.0, next_probe=0.0)
         self.events = report.KeptFindings()  # the run's own findings (the audit keeps its own)
         self.stop = Stopper(self.child, self.ui, self.sv.stop_grace, self.clock)
@@ -291,8 +296,14 @@ class _Run:
             self.write_report()
         elif changed is not None:
             self.ui.info("GET /health answers 200 again")
-        if self.health.ok and self.watch.clean:  # warn: findings do not hold back WATCHDOG=1
-            self.notifier.watchdog()
+        if self.health.hung(now, self.sv.hang_timeout):
+            # A stopped (SIGSTOP) or deadlocked API server ignores SIGTERM: kill the tree.
+            self.record(R.HUNG.finding(self.plan.api.url("/health"), (
+                f"GET /health has not answered 200 for {self.sv.hang_timeout:g} s.")))
+            self.begin_stop("vLLM hung", code=ExitCode.HUNG, sig=signal.SIGKILL)
+            return
+        if self.watchdog and self.health.ok and self.watch.clean:
+            self.notifier.watchdog()  # warn: findings do not hold back WATCHDOG=1
 
     # -- audit ------------------------------------------------------------------------------
     def audit(self, now: float, force: bool = False) -> bool:
@@ -327,7 +338,8 @@ class _Run:
         if code is not None and self.code_override is None:
             self.code_override = int(code)
         if self.phase == "stopping":
-            self.child.signal_group(sig)  # a repeated signal goes through (e.g. a second Ctrl-C)
+            # A second stop signal (a second Ctrl-C, an impatient operator) means "now".
+            self.stop.kill(f"{reason} during the stop")
             return
         self.set_phase("stopping", reason)
         self.notifier.stopping(f"stopping: {reason}")
@@ -367,6 +379,11 @@ class _Run:
             if code:
                 self.show_tail()
         if self.phase != "stopping":
+            if code == 0 and self.code_override is None:
+                # Nobody asked vLLM to stop, so the service is down: never a success.
+                self.record(R.EXITED_UNASKED.finding(
+                    "vLLM", "vLLM exited with code 0 although nobody asked it to stop."))
+                self.code_override = int(ExitCode.EXITED_UNASKED)
             self.phase = "exited"
             self.notifier.stopping(f"vLLM exited with code {code}")
 

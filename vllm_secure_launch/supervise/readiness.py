@@ -114,14 +114,24 @@ class ReadyWait:
         return now >= self.deadline
 
 
+def hang_probe_interval(hang_timeout: float) -> float | None:
+    """Seconds between health probes without a systemd watchdog: a few per hang timeout
+    (at most every 5 s), or None (no probes) when the hang check is off."""
+    if not hang_timeout > 0:
+        return None
+    return min(5.0, max(0.5, hang_timeout / 4))
+
+
 @dataclass
 class HealthWatch:
-    """While serving: GET /health once per systemd watchdog interval (none without one)."""
+    """While serving: GET /health once per systemd watchdog interval (else per
+    hang_probe_interval; none when both are off)."""
 
     api: ApiEndpoint
     interval: float | None
     next: float | None = None
     ok: bool = True
+    failing_since: float | None = None  # when the current run of failed probes began
 
     def start(self, now: float) -> None:
         if self.interval is not None:
@@ -137,7 +147,16 @@ class HealthWatch:
         self.next = now + interval
         result = (Probe(True, 200, None) if self.api.headless
                   else probe(self.api, timeout=min(2.0, interval)))
+        if result.ok:
+            self.failing_since = None
+        elif self.failing_since is None:
+            self.failing_since = now
         if result.ok == self.ok:
             return None
         self.ok = result.ok
         return result
+
+    def hung(self, now: float, timeout: float) -> bool:
+        """Whether no probe has succeeded for `timeout` seconds (0: the check is off)."""
+        since = self.failing_since
+        return timeout > 0 and since is not None and now - since >= timeout

@@ -28,8 +28,11 @@ class Stopper:
     keeper_deadline: float = float("inf")  # SIGKILL for the keeper too (once killed)
 
     def begin(self, reason: str, sig: int) -> None:
-        """Send `sig` to the process group and start the grace."""
+        """Send `sig` to the process group and start the grace; SIGKILL kills at once."""
         self.deadline = self.clock() + self.grace
+        if sig == signal.SIGKILL:
+            self.kill(reason)  # the keeper is spared briefly: it reports vLLM's status
+            return
         self.ui.info(
             f"stopping vLLM ({reason}): {signal.Signals(sig).name} to its process group, "
             f"SIGKILL after {self.grace:g} s",
