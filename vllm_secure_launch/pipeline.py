@@ -42,8 +42,11 @@ def prepare(cli: Mapping[str, Any], vllm_args: Sequence[str],
     args = flags.parse(list(vllm_args))
     facts = host_facts.collect(environ, policy.api_key_file, policy.runtime_dir,
                                policy.allowed_media_dirs)
+    from vllm_secure_launch.firewall.enforce import plan_firewall
+
     plan = build_plan(args, environ, policy, facts, accelerator=accelerator(policy, environ))
-    return Prepared(with_preflight(plan, preflight(plan, args), policy), policy, args)
+    plan = with_preflight(plan, preflight(plan, args), policy)
+    return Prepared(plan_firewall(plan, policy, args), policy, args)
 
 
 def accelerator(policy: Policy, environ: Mapping[str, str]) -> str:
@@ -92,9 +95,15 @@ def serve(prepared: Prepared, say: Say, show: Show,
         say("the TCPStore guard self-test failed; nothing was started (exit 78)")
         return int(ExitCode.REFUSED)
     show([f for f in guard_findings if f.severity.label != "info"])
+    from vllm_secure_launch.firewall import enforce
     from vllm_secure_launch.supervise.ui import make_ui
 
-    return loop.run(plan, make_ui(plan.supervision.log_format))
+    # The keeper loads the table and puts vLLM in its cgroup; the launcher only prepares both.
+    plan, armed = enforce.arm(plan)
+    try:
+        return loop.run(plan, make_ui(plan.supervision.log_format))
+    finally:
+        enforce.disarm(armed)
 
 
 def guard(plan: Plan, policy: Policy) -> list[Finding]:

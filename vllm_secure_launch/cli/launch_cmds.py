@@ -56,6 +56,9 @@ _OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
                                                   "period [VSL_AUDIT_INTERVAL; 1].")),
     (("--stop-grace", "stop_grace"), dict(type=float, metavar="SECONDS", help="Grace before the "
                                           "tree is killed on stop [VSL_STOP_GRACE; 30].")),
+    (("--firewall", "firewall"), dict(type=click.Choice(["auto", "enforce", "strict", "off"]),
+                                      help="Kernel firewall for vLLM's tree (nftables + cgroup "
+                                      "v2) [VSL_FIREWALL; auto].")),
     (("--log-format", "log_format"), dict(type=click.Choice(["text", "json"]), help="The "
                                           "launcher's own stderr lines [VSL_LOG_FORMAT; text].")),
 ]
@@ -92,6 +95,10 @@ def plan_text(plan: Plan) -> str:
     lines.append("environment removed: " + (", ".join(plan.env_removed) or "none"))
     ips = ", ".join(plan.expected.internal_ips) or "none"
     lines.append(f"expected listeners: API {plan.api.url()}; internal (any port): {ips}")
+    fw = plan.facts.get("firewall") or {}
+    lines.append(f"firewall: {fw.get('mode', 'off')}" + ("" if "ruleset" not in fw else
+                 " (nftables table loaded before vLLM starts):"))
+    lines += ["  " + ln for ln in fw.get("ruleset", "").splitlines()]
     lines.append("findings:")
     lines += ["  " + ln for ln in render_text(plan.findings).splitlines()]
     return "\n".join(lines)

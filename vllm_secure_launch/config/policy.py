@@ -31,6 +31,7 @@ SETTINGS: dict[str, tuple[str, str, Any, str]] = {
     "report": ("launcher", _STR, "", "VSL_REPORT"),
     "dry_run": ("launcher", _BOOL, False, "VSL_DRY_RUN"),
     "runtime_dir": ("launcher", _STR, "", "VSL_RUNTIME_DIR"),
+    "firewall": ("launcher", _STR, "auto", "VSL_FIREWALL"),
     # [api]
     "api_host": ("api", _STR, "127.0.0.1", "VSL_API_HOST"),
     "allow_wildcard": ("api", _BOOL, False, "VSL_ALLOW_WILDCARD"),
@@ -54,6 +55,7 @@ CHOICES = {
     "audit": ("enforce", "warn", "off"),
     "log_format": ("text", "json"),
     "format": ("text", "json", "sarif"),
+    "firewall": ("auto", "enforce", "strict", "off"),
 }
 
 
@@ -70,6 +72,7 @@ class Policy:
     report: str = ""
     dry_run: bool = False
     runtime_dir: str = ""
+    firewall: str = "auto"  # auto | enforce | strict | off (docs/firewall.md)
     api_host: str = "127.0.0.1"
     allow_wildcard: bool = False
     api_key_file: str = ""

@@ -35,5 +35,6 @@ def plan_document(plan: Plan) -> dict[str, Any]:
         "policy": plan.facts.get("policy"),
         "waivers": plan.facts.get("waivers", {}),
         "preflight": plan.facts.get("preflight"),
+        "firewall": plan.facts.get("firewall"),
         "findings": findings_json(plan.findings),
     }

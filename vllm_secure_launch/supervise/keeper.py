@@ -37,6 +37,9 @@ PR_SET_CHILD_SUBREAPER = 36
 DEATH_SIGNAL = signal.SIGUSR2  # our parent-death signal: nothing else sends it to the keeper
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
 EXIT_INTERNAL = 70
+EXIT_REFUSED = 78
+# Set by the launcher when the firewall is on (firewall/enforce.py); never passed on to vLLM.
+FIREWALL_RULESET, FIREWALL_CGROUP = "VSL_FIREWALL_RULESET", "VSL_FIREWALL_CGROUP"
 
 
 def _prctl(option: int, value: int) -> None:
@@ -141,12 +144,17 @@ def kill_tree(me: int, grace: float) -> None:
     _reap()
 
 
-def _exec_child(argv: list[str], keeper: int, mask: set[int]) -> None:
+def _exec_child(argv: list[str], keeper: int, mask: set[int], procs: str | None = None) -> None:
     """In the forked child: parent-death signal, race check, empty mask, exec. Never returns."""
     try:
         _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() != keeper:
             os._exit(EXIT_INTERNAL)
+        try:
+            _join_cgroup(procs)
+        except OSError as exc:
+            _say(f"firewall: cannot enter the cgroup {procs}: {exc.strerror}")
+            os._exit(EXIT_REFUSED)
         for sig in mask:  # dispositions back to default before the mask opens
             signal.signal(sig, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_SETMASK, [])
@@ -156,6 +164,34 @@ def _exec_child(argv: list[str], keeper: int, mask: set[int]) -> None:
         os._exit(127 if exc.errno in (errno.ENOENT, errno.ENOTDIR) else 126)
     except BaseException:  # noqa: BLE001 - nothing may escape into the keeper's code
         os._exit(EXIT_INTERNAL)
+
+
+def _firewall() -> tuple[object | None, str | None]:
+    """Load the service's nftables table before vLLM exists (fail closed: any error -> 78).
+    The keeper holds the table's netlink socket, so the kernel drops the table when the keeper
+    exits, whatever the cause. Returns (table, cgroup.procs path) or (None, None) when off."""
+    ruleset = os.environ.pop(FIREWALL_RULESET, None)
+    cgroup = os.environ.pop(FIREWALL_CGROUP, None)
+    if ruleset is None or cgroup is None:
+        return None, None
+    import importlib.util
+
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    spec = importlib.util.spec_from_file_location(
+        "vsl_firewall_holder", os.path.join(here, "firewall", "holder.py"))
+    if spec is None or spec.loader is None:
+        raise RuntimeError("firewall holder module missing")
+    holder = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(holder)
+    return holder.Table(ruleset), os.path.join(cgroup, "cgroup.procs")
+
+
+def _join_cgroup(procs: str | None) -> None:
+    """In the forked child, before exec: enter vLLM's cgroup, so every socket of the tree
+    is created inside it and matched by the table from its first instant."""
+    if procs is not None:
+        with open(procs, "w") as fh:
+            fh.write("0")
 
 
 def exit_code(status: int) -> int:
@@ -171,10 +207,24 @@ def run(parent: int, grace: float, argv: list[str]) -> int:
     if os.getppid() != parent:  # the launcher died before prctl took effect
         return EXIT_INTERNAL
     _prctl(PR_SET_CHILD_SUBREAPER, 1)
+    try:
+        table, procs = _firewall()
+    except Exception as exc:  # noqa: BLE001 - fail closed: no vLLM without its firewall
+        _say(f"firewall: the nftables table could not be loaded ({exc}); nothing was started")
+        return EXIT_REFUSED
+    try:
+        return _supervise(parent, grace, argv, watched, procs)
+    finally:
+        if table is not None:
+            table.close()  # type: ignore[attr-defined]
+
+
+def _supervise(parent: int, grace: float, argv: list[str], watched: set[int],
+               procs: str | None) -> int:
     me = os.getpid()
     child = os.fork()
     if child == 0:
-        _exec_child(argv, me, watched)
+        _exec_child(argv, me, watched, procs)
     code: int | None = None
     while True:
         info = signal.sigwaitinfo(watched)
