@@ -99,11 +99,7 @@ def serve(prepared: Prepared, say: Say, show: Show,
     from vllm_secure_launch.supervise.ui import make_ui
 
     # The keeper loads the table and puts vLLM in its cgroup; the launcher only prepares both.
-    plan, armed = enforce.arm(plan)
-    try:
-        return loop.run(plan, make_ui(plan.supervision.log_format))
-    finally:
-        enforce.disarm(armed)
+    return enforce.supervised(plan, lambda p: loop.run(p, make_ui(p.supervision.log_format)))
 
 
 def guard(plan: Plan, policy: Policy) -> list[Finding]:

@@ -18,7 +18,7 @@ import ipaddress
 import os
 import socket
 from dataclasses import dataclass, replace
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from vllm_secure_launch.errors import LauncherError
 from vllm_secure_launch.exitcodes import ExitCode
@@ -156,6 +156,15 @@ def arm(plan: Any) -> tuple[Any, Armed | None]:
                             ExitCode.REFUSED) from None
     env = {**plan.env, ENV_RULESET: doc["ruleset"], ENV_CGROUP: path}
     return replace(plan, env=env), Armed(path)
+
+
+def supervised(plan: Any, run: Callable[[Any], int]) -> int:
+    """arm -> run(plan with the keeper's firewall env) -> disarm, on every exit path."""
+    plan, armed = arm(plan)
+    try:
+        return run(plan)
+    finally:
+        disarm(armed)
 
 
 def disarm(armed: Armed | None) -> None:

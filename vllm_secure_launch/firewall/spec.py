@@ -42,12 +42,11 @@ class Spec:
 
 
 def split_families(cidrs: tuple[str, ...] | list[str]) -> tuple[list[str], list[str]]:
-    """Canonical, sorted, de-duplicated IPv4 and IPv6 networks (deterministic output)."""
-    nets = {ipaddress.ip_network(c, strict=False) for c in cidrs}
-    v4 = sorted((n for n in nets if n.version == 4), key=lambda n: (int(n.network_address),
-                                                                     n.prefixlen))
-    v6 = sorted((n for n in nets if n.version == 6), key=lambda n: (int(n.network_address),
-                                                                     n.prefixlen))
+    """Canonical, sorted IPv4 and IPv6 networks, overlaps merged: nft refuses overlapping
+    intervals in a set, and a sorted list keeps the generated text deterministic."""
+    nets = [ipaddress.ip_network(c, strict=False) for c in cidrs]
+    v4 = ipaddress.collapse_addresses(n for n in nets if n.version == 4)
+    v6 = ipaddress.collapse_addresses(n for n in nets if n.version == 6)
     return [str(n) for n in v4], [str(n) for n in v6]
 
 

@@ -194,6 +194,17 @@ def _join_cgroup(procs: str | None) -> None:
             fh.write("0")
 
 
+def _remove_cgroup(path: str) -> None:
+    for _ in range(50):  # the last exiting processes may leave the cgroup a moment later
+        try:
+            os.rmdir(path)
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            time.sleep(0.02)
+
+
 def exit_code(status: int) -> int:
     if os.WIFSIGNALED(status):
         return 128 + os.WTERMSIG(status)
@@ -217,6 +228,8 @@ def run(parent: int, grace: float, argv: list[str]) -> int:
     finally:
         if table is not None:
             table.close()  # type: ignore[attr-defined]
+        if procs is not None:  # the tree is reaped: the cgroup goes too, even if the
+            _remove_cgroup(os.path.dirname(procs))  # launcher died and cannot clean up
 
 
 def _supervise(parent: int, grace: float, argv: list[str], watched: set[int],
