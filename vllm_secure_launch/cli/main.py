@@ -5,7 +5,13 @@ from __future__ import annotations
 import click
 
 from vllm_secure_launch import __version__
-from vllm_secure_launch.cli import launch_cmds, preflight_cmd, probe_cmd, render_cmd
+from vllm_secure_launch.cli import (
+    launch_cmds,
+    preflight_cmd,
+    probe_cmd,
+    render_cmd,
+    render_firewall,
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -28,6 +34,7 @@ cli.add_command(launch_cmds.rules_cmd)
 cli.add_command(preflight_cmd.command)
 cli.add_command(probe_cmd.command)
 cli.add_command(render_cmd.render)
+render_firewall.register(render_cmd.render)
 
 
 def main() -> None:
