@@ -212,7 +212,7 @@ def exit_code(status: int) -> int:
 
 
 def run(parent: int, grace: float, argv: list[str]) -> int:
-    watched = {signal.SIGCHLD, DEATH_SIGNAL, *STOP_SIGNALS}
+    watched: set[int] = {signal.SIGCHLD, DEATH_SIGNAL, *STOP_SIGNALS}
     signal.pthread_sigmask(signal.SIG_BLOCK, watched)
     _prctl(PR_SET_PDEATHSIG, DEATH_SIGNAL)
     if os.getppid() != parent:  # the launcher died before prctl took effect
