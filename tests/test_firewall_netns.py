@@ -15,6 +15,7 @@ remounts /sys and hides the cgroup file systems). The child is a stand-in tree
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -148,8 +149,9 @@ def tables(net: Net) -> list[str]:
 def vsl_cgroups() -> list[str]:
     from vllm_secure_launch.firewall import cgroup as cg
 
-    root = cg.cgroup2_mount()
-    return [] if root is None else [n for n in os.listdir(root) if n.startswith(cg.PREFIX)]
+    root = cg.cgroup2_mount()  # only ours: vsl-<launcher pid> (other tools use other names)
+    return [] if root is None else [n for n in os.listdir(root)
+                                    if re.fullmatch(re.escape(cg.PREFIX) + r"\d+", n)]
 
 
 def gone(net: Net) -> bool:

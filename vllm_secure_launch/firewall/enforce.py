@@ -13,7 +13,6 @@ also limits egress to the internal network, loopback and the allowed media/hub h
 
 from __future__ import annotations
 
-import ctypes.util
 import ipaddress
 import os
 import socket
@@ -63,8 +62,10 @@ def unusable() -> str | None:
     if not os.access(parent, os.W_OK):
         return (f"the launcher's cgroup {parent} is not writable (systemd: Delegate=yes, or "
                 "run as root)")
-    if not ctypes.util.find_library("nftables"):
-        return "libnftables is not installed (apt-get install nftables)"
+    try:
+        holder.library()
+    except holder.NftError as exc:
+        return str(exc)
     return None
 
 
@@ -132,8 +133,9 @@ def _with(plan: Any, policy: Any, found: list[Finding], doc: dict[str, Any] | No
 
 
 def arm(plan: Any) -> tuple[Any, Armed | None]:
-    """Before spawn: make the cgroup, let the kernel check the ruleset (nothing loaded yet),
-    and hand both to the keeper. Raises FirewallError (exit 78) when anything fails."""
+    """Before spawn: make the cgroup and hand it and the ruleset to the keeper, which loads the
+    table before vLLM exists and refuses with 78 when the kernel does not accept it (fail
+    closed; a separate check here would only add its cost to every start)."""
     doc = plan.facts.get("firewall") or {}
     if doc.get("mode") not in ("enforce", "strict"):
         return plan, None
@@ -144,15 +146,6 @@ def arm(plan: Any) -> tuple[Any, Armed | None]:
     except cg.CgroupError as exc:
         raise LauncherError(str(exc), "the kernel firewall is required for this start",
                             "fix the cgroup access or set --firewall auto",
-                            ExitCode.REFUSED) from None
-    try:
-        holder.check(doc["ruleset"])
-    except holder.NftError as exc:
-        cg.remove(path, 0)
-        raise LauncherError(f"the kernel refused the firewall table ({exc})",
-                            "nothing is started without its firewall (fail closed)",
-                            "check nftables and the kernel (5.12+ for `flags owner`; "
-                            "nft_socket with cgroupv2), or set --firewall off",
                             ExitCode.REFUSED) from None
     env = {**plan.env, ENV_RULESET: doc["ruleset"], ENV_CGROUP: path}
     return replace(plan, env=env), Armed(path)

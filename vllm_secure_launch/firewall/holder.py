@@ -10,7 +10,6 @@ tied to the keeper, which itself never outlives vLLM's tree nor the launcher.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import fcntl
 import os
 
@@ -21,13 +20,19 @@ class NftError(Exception):
     """libnftables refused the ruleset (its error text) or is missing."""
 
 
-def _library() -> ctypes.CDLL:
-    name = ctypes.util.find_library("nftables") or "libnftables.so.1"
+def library() -> ctypes.CDLL:
+    # The soname first: find_library runs ldconfig/gcc and costs tens of milliseconds.
     try:
-        lib = ctypes.CDLL(name, use_errno=True)
+        lib = ctypes.CDLL("libnftables.so.1", use_errno=True)
     except OSError:
-        raise NftError("libnftables is not installed (Debian/Ubuntu: apt-get install nftables; "
-                       "RHEL: dnf install nftables)") from None
+        from ctypes.util import find_library  # slow (subprocess): only as the fallback
+
+        try:
+            lib = ctypes.CDLL(find_library("nftables") or "libnftables.so",
+                              use_errno=True)
+        except OSError:
+            raise NftError("libnftables is not installed (Debian/Ubuntu: apt-get install "
+                           "nftables; RHEL: dnf install nftables)") from None
     lib.nft_ctx_new.restype = ctypes.c_void_p
     lib.nft_ctx_new.argtypes = [ctypes.c_uint32]
     lib.nft_ctx_free.argtypes = [ctypes.c_void_p]
@@ -56,7 +61,7 @@ class Table:
     """One loaded table; close() (or the process's exit) deletes it."""
 
     def __init__(self, ruleset: str, dry_run: bool = False) -> None:
-        self._lib = _library()
+        self._lib = library()
         before = _fds()
         self._ctx = self._lib.nft_ctx_new(NFT_CTX_DEFAULT)
         if not self._ctx:
@@ -78,7 +83,3 @@ class Table:
             self._lib.nft_ctx_free(self._ctx)  # closes the socket: the kernel drops the table
             self._ctx = None
 
-
-def check(ruleset: str) -> None:
-    """Raise NftError unless the kernel would accept `ruleset` (nothing is loaded)."""
-    Table(ruleset, dry_run=True).close()

@@ -174,16 +174,14 @@ def _firewall() -> tuple[object | None, str | None]:
     cgroup = os.environ.pop(FIREWALL_CGROUP, None)
     if ruleset is None or cgroup is None:
         return None, None
-    import importlib.util
-
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    spec = importlib.util.spec_from_file_location(
-        "vsl_firewall_holder", os.path.join(here, "firewall", "holder.py"))
-    if spec is None or spec.loader is None:
-        raise RuntimeError("firewall holder module missing")
-    holder = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(holder)
-    return holder.Table(ruleset), os.path.join(cgroup, "cgroup.procs")
+    # -I -S: the package is not importable here, so run the stdlib-only holder by path
+    # (exec of its source is cheaper than importlib's machinery: it is on vLLM's start path).
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        "firewall", "holder.py")
+    with open(path, encoding="utf-8") as fh:
+        holder: dict[str, object] = {"__name__": "vsl_firewall_holder"}
+        exec(compile(fh.read(), path, "exec"), holder)  # noqa: S102 - our own file
+    return holder["Table"](ruleset), os.path.join(cgroup, "cgroup.procs")  # type: ignore[operator]
 
 
 def _join_cgroup(procs: str | None) -> None:
