@@ -94,3 +94,21 @@ def test_unit_verifies_and_scores_at_most_the_documented_exposure(model, tmp_pat
 def test_shipped_example_scores_worse_than_the_rendered_unit():
     """The baseline the issue names: examples/vllm-secure-launch.service scores 8.5."""
     assert score(os.path.join(REPO, "examples", "vllm-secure-launch.service")) >= 8.0
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze missing")
+def test_shipped_hardened_example_verifies_and_scores_as_documented(tmp_path):
+    unit = open(os.path.join(REPO, "examples", "vllm-secure-launch-hardened.service")).read()
+    launcher = os.path.join(os.path.dirname(sys.executable), "vllm-secure-launch")
+    path = tmp_path / "vllm-secure-launch-hardened.service"
+    path.write_text(unit.replace("/opt/vllm/bin/vllm-secure-launch", launcher))
+    v = subprocess.run(["systemd-analyze", "verify", str(path)], capture_output=True, text=True)
+    assert v.returncode == 0, v.stderr
+    assert score(str(path)) <= DOCUMENTED_SCORE["offline"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("nft"), reason="needs root and nft")
+def test_shipped_host_ruleset_example_passes_nft_check():
+    c = subprocess.run(["nft", "-c", "-f", os.path.join(REPO, "examples", "host-firewall.nft")],
+                       capture_output=True, text=True)
+    assert c.returncode == 0, c.stderr
