@@ -51,9 +51,11 @@ def net():
 class Service:
     """One launcher in the service namespace."""
 
-    def __init__(self, net: Net, tmp: str, mode: str, api: int = API, **extra) -> None:
+    def __init__(self, net: Net, tmp: str, mode: str, api: int = API,
+                 argv: list[str] | None = None, **extra) -> None:
         self.net, self.api = net, api
-        doc = {"argv": [sys.executable, TREE, str(api), str(api + 1), str(api + 2)],
+        argv = argv or [sys.executable, TREE, str(api), str(api + 1), str(api + 2)]
+        doc = {"argv": argv,
                "host": "0.0.0.0", "port": api, "internal_ips": ["10.77.0.1"],
                "internal_cidr": "10.77.0.0/24", "firewall": mode,
                "supervision": {"audit": "warn", "ready_timeout": 20, "stop_grace": 2}, **extra}
@@ -63,8 +65,8 @@ class Service:
                                       RUNNER, plan], env=env, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, text=True)
 
-    def wait_ready(self) -> None:
-        wait_for(lambda: self.proc.poll() is not None or self.get("/health") == "ok", 20,
+    def wait_ready(self, timeout: float = 20) -> None:
+        wait_for(lambda: self.proc.poll() is not None or self.get("/health") == "ok", timeout,
                  what="the stand-in's /health")
         assert self.proc.poll() is None, self.output()
         time.sleep(1.3)  # the late listener
@@ -198,3 +200,19 @@ def test_two_services_keep_separate_tables(net, service):
     assert connects(net.pub, "198.51.100.1", API + 10)
     assert not connects(net.pub, "198.51.100.1", API + 11)
     assert connects(net.priv, "10.77.0.1", API + 11)
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("mode", ["off", "enforce"])
+def test_unguarded_tcpstore_on_the_wildcard_is_unreachable_from_public_only_by_enforcement(
+        net, service, mode):
+    """The TCPStore guard deliberately absent (a real torch TCPStore master listens on [::]):
+    without enforcement the public side reaches it (baseline), with enforcement alone it does
+    not, while the internal side still does."""
+    store = 18070
+    s = service(mode, api=18060, argv=[sys.executable, os.path.join(HERE, "support",
+                                                                    "fw_tcpstore.py"),
+                                       "18060", str(store)])
+    s.wait_ready(timeout=120)
+    assert connects(net.priv, "10.77.0.1", store)
+    assert connects(net.pub, "198.51.100.1", store) is (mode == "off")
