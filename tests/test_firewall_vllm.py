@@ -74,6 +74,7 @@ def test_real_vllm_under_enforcement():
         assert connects(net.pub, "198.51.100.1", PORT)
         others = [(ip, p) for ip, p in listeners(net) if p != PORT and ip not in ("127.0.0.1",
                                                                                    "::1")]
+        assert others, "vLLM's internal listeners were not found: the probes would prove nothing"
         for ip, port in others:
             target = "10.77.0.1" if ip in ("0.0.0.0", "::", "10.77.0.1") else ip
             assert not connects(net.pub, target, port), (ip, port)
