@@ -216,3 +216,40 @@ def test_unguarded_tcpstore_on_the_wildcard_is_unreachable_from_public_only_by_e
     s.wait_ready(timeout=120)
     assert connects(net.priv, "10.77.0.1", store)
     assert connects(net.pub, "198.51.100.1", store) is (mode == "off")
+
+
+def _netfilter_sockets(net: Net) -> set[str]:
+    """Inodes of NETLINK_NETFILTER (protocol 12) sockets in the service namespace."""
+    rows = in_ns(net.svc, "cat", "/proc/net/netlink").stdout.splitlines()[1:]
+    return {r.split()[-1] for r in rows if r.split()[1] == "12"}
+
+
+def _socket_inodes(pid: int) -> set[str]:
+    out = set()
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                link = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if link.startswith("socket:["):
+                out.add(link[8:-1])
+    except OSError:
+        pass
+    return out
+
+
+def test_only_the_keeper_holds_the_tables_netlink_socket(net, service):
+    """Whoever holds the owner socket may delete the table: vLLM's tree must not have it."""
+    from tests.support.supervised import descendants
+
+    s = service("enforce")
+    s.wait_ready()
+    nf = _netfilter_sockets(net)
+    tree = descendants(s.proc.pid)
+    launcher = s.proc.pid  # nsenter (--net only) execs the launcher in place
+    keeper_pid = [p for p in tree if "keeper.py" in open(f"/proc/{p}/cmdline").read()][0]
+    assert _socket_inodes(keeper_pid) & nf  # the check can see it
+    for pid in descendants(keeper_pid):
+        assert not _socket_inodes(pid) & nf, pid
+    assert not _socket_inodes(launcher) & nf

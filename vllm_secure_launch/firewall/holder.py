@@ -46,8 +46,16 @@ def library() -> ctypes.CDLL:
     return lib
 
 
-def _fds() -> set[int]:
-    return {int(n) for n in os.listdir("/proc/self/fd") if n.isdigit()}
+def _fds() -> set[tuple[int, str]]:
+    """(fd, what it points to): by target, because listing /proc/self/fd itself briefly takes
+    the lowest free number, which the netlink socket may take next."""
+    out = set()
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            out.add((int(name), os.readlink(f"/proc/self/fd/{name}")))
+        except (OSError, ValueError):
+            continue  # the listing's own descriptor, already closed
+    return out
 
 
 def _cloexec(fd: int) -> None:
@@ -66,14 +74,16 @@ class Table:
         self._ctx = self._lib.nft_ctx_new(NFT_CTX_DEFAULT)
         if not self._ctx:
             raise NftError("libnftables could not create a context")
-        # The owner socket must not leak into vLLM: whoever holds it may delete the table.
-        for fd in _fds() - before:
-            _cloexec(fd)
         self._lib.nft_ctx_buffer_error(self._ctx)
         self._lib.nft_ctx_buffer_output(self._ctx)
         if dry_run:  # parse and check against the kernel's view, change nothing
             self._lib.nft_ctx_set_dry_run(self._ctx, True)
-        if self._lib.nft_run_cmd_from_buffer(self._ctx, ruleset.encode()) != 0:
+        failed = self._lib.nft_run_cmd_from_buffer(self._ctx, ruleset.encode()) != 0
+        # The owner socket (libnftables opens it lazily, in the first command) must not leak
+        # into vLLM: whoever holds it may delete the table. exec closes it in the child.
+        for fd, _target in _fds() - before:
+            _cloexec(fd)
+        if failed:
             err = (self._lib.nft_ctx_get_error_buffer(self._ctx) or b"").decode(errors="replace")
             self.close()
             raise NftError(err.strip().splitlines()[0] if err.strip() else "unknown error")
