@@ -51,8 +51,11 @@ def prepare(cli: Mapping[str, Any], vllm_args: Sequence[str],
                                paths=(media,) if isinstance(media, str) else (),
                                vllm_command=policy.vllm_command, packages=packages,
                                surface=(choice.surface, choice.exact, choice.why))
+    from vllm_secure_launch.firewall.enforce import plan_firewall
+
     plan = build_plan(args, environ, policy, facts, accelerator=accelerator(policy, environ))
-    return Prepared(with_preflight(plan, preflight(plan, args), policy), policy, args)
+    plan = with_preflight(plan, preflight(plan, args), policy)
+    return Prepared(plan_firewall(plan, policy, args), policy, args)
 
 
 def accelerator(policy: Policy, environ: Mapping[str, str]) -> str:
@@ -101,9 +104,11 @@ def serve(prepared: Prepared, say: Say, show: Show,
         say("the TCPStore guard self-test failed; nothing was started (exit 78)")
         return int(ExitCode.REFUSED)
     show([f for f in guard_findings if f.severity.label != "info"])
+    from vllm_secure_launch.firewall import enforce
     from vllm_secure_launch.supervise.ui import make_ui
 
-    return loop.run(plan, make_ui(plan.supervision.log_format))
+    # The keeper loads the table and puts vLLM in its cgroup; the launcher only prepares both.
+    return enforce.supervised(plan, lambda p: loop.run(p, make_ui(p.supervision.log_format)))
 
 
 def guard(plan: Plan, policy: Policy) -> list[Finding]:

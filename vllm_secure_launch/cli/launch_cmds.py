@@ -54,6 +54,10 @@ def plan_text(plan: Plan) -> str:
     lines.append("environment removed: " + (", ".join(plan.env_removed) or "none"))
     ips = ", ".join(plan.expected.internal_ips) or "none"
     lines.append(f"expected listeners: API {plan.api.url()}; internal (any port): {ips}")
+    fw = plan.facts.get("firewall") or {}
+    lines.append(f"firewall: {fw.get('mode', 'off')}" + ("" if "ruleset" not in fw else
+                 " (nftables table loaded before vLLM starts):"))
+    lines += ["  " + ln for ln in fw.get("ruleset", "").splitlines()]
     lines.append("findings:")
     lines += ["  " + ln for ln in render_text(plan.findings).splitlines()]
     return "\n".join(lines)

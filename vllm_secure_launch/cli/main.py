@@ -11,6 +11,7 @@ from vllm_secure_launch.cli import (
     preflight_cmd,
     probe_cmd,
     render_cmd,
+    render_firewall,
 )
 from vllm_secure_launch.cli.options import launcher_options
 
@@ -36,6 +37,7 @@ cli.add_command(preflight_cmd.command)
 cli.add_command(probe_cmd.command)
 cli.add_command(render_cmd.render)
 cli.add_command(advisories_cmd.command)
+render_firewall.register(render_cmd.render)
 
 
 def main() -> None:

@@ -40,6 +40,7 @@ class Policy:
     report: str = ""
     dry_run: bool = False
     runtime_dir: str = ""
+    firewall: str = "auto"  # auto | enforce | strict | off (docs/firewall.md)
     api_host: str = "127.0.0.1"
     allow_wildcard: bool = False
     api_key_file: str = ""

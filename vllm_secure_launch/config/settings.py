@@ -92,6 +92,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("hang_timeout", "launcher", NUMBER, 120.0,
             "SIGKILL vLLM's tree (exit 79) when GET /health fails this long while serving; "
             "0: off.", metavar="SECONDS", bound=NON_NEGATIVE),
+    Setting("firewall", "launcher", STR, "auto",
+            "Kernel firewall for vLLM's process tree (nftables + cgroup v2): auto enforces when "
+            "privileged, else warns; enforce refuses to start without it; strict also limits "
+            "egress (docs/firewall.md).", choices=("auto", "enforce", "strict", "off")),
     Setting("log_format", "launcher", STR, "text", "The launcher's own stderr lines.",
             choices=("text", "json")),
     Setting("format", "launcher", STR, "text", "Report format of dry-run, check and preflight.",

@@ -35,6 +35,7 @@ def plan_body(plan: Plan) -> dict[str, Any]:
         "waivers": plan.facts.get("waivers", {}),
         "vllm": plan.facts.get("vllm"),
         "preflight": plan.facts.get("preflight"),
+        "firewall": plan.facts.get("firewall"),
     }
 
 

@@ -37,6 +37,9 @@ PR_SET_CHILD_SUBREAPER = 36
 DEATH_SIGNAL = signal.SIGUSR2  # our parent-death signal: nothing else sends it to the keeper
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
 EXIT_INTERNAL = 70
+EXIT_REFUSED = 78
+# Set by the launcher when the firewall is on (firewall/enforce.py); never passed on to vLLM.
+FIREWALL_RULESET, FIREWALL_CGROUP = "VSL_FIREWALL_RULESET", "VSL_FIREWALL_CGROUP"
 
 
 def _prctl(option: int, value: int) -> None:
@@ -141,12 +144,17 @@ def kill_tree(me: int, grace: float) -> None:
     _reap()
 
 
-def _exec_child(argv: list[str], keeper: int, mask: set[int]) -> None:
+def _exec_child(argv: list[str], keeper: int, mask: set[int], procs: str | None = None) -> None:
     """In the forked child: parent-death signal, race check, empty mask, exec. Never returns."""
     try:
         _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() != keeper:
             os._exit(EXIT_INTERNAL)
+        try:
+            _join_cgroup(procs)
+        except OSError as exc:
+            _say(f"firewall: cannot enter the cgroup {procs}: {exc.strerror}")
+            os._exit(EXIT_REFUSED)
         for sig in mask:  # dispositions back to default before the mask opens
             signal.signal(sig, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_SETMASK, [])
@@ -158,6 +166,43 @@ def _exec_child(argv: list[str], keeper: int, mask: set[int]) -> None:
         os._exit(EXIT_INTERNAL)
 
 
+def _firewall() -> tuple[object | None, str | None]:
+    """Load the service's nftables table before vLLM exists (fail closed: any error -> 78).
+    The keeper holds the table's netlink socket, so the kernel drops the table when the keeper
+    exits, whatever the cause. Returns (table, cgroup.procs path) or (None, None) when off."""
+    ruleset = os.environ.pop(FIREWALL_RULESET, None)
+    cgroup = os.environ.pop(FIREWALL_CGROUP, None)
+    if ruleset is None or cgroup is None:
+        return None, None
+    # -I -S: the package is not importable here, so run the stdlib-only holder by path
+    # (exec of its source is cheaper than importlib's machinery: it is on vLLM's start path).
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        "firewall", "holder.py")
+    with open(path, encoding="utf-8") as fh:
+        holder: dict[str, object] = {"__name__": "vsl_firewall_holder"}
+        exec(compile(fh.read(), path, "exec"), holder)  # noqa: S102 - our own file
+    return holder["Table"](ruleset), os.path.join(cgroup, "cgroup.procs")  # type: ignore[operator]
+
+
+def _join_cgroup(procs: str | None) -> None:
+    """In the forked child, before exec: enter vLLM's cgroup, so every socket of the tree
+    is created inside it and matched by the table from its first instant."""
+    if procs is not None:
+        with open(procs, "w") as fh:
+            fh.write("0")
+
+
+def _remove_cgroup(path: str) -> None:
+    for _ in range(50):  # the last exiting processes may leave the cgroup a moment later
+        try:
+            os.rmdir(path)
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            time.sleep(0.02)
+
+
 def exit_code(status: int) -> int:
     if os.WIFSIGNALED(status):
         return 128 + os.WTERMSIG(status)
@@ -165,16 +210,32 @@ def exit_code(status: int) -> int:
 
 
 def run(parent: int, grace: float, argv: list[str]) -> int:
-    watched = {signal.SIGCHLD, DEATH_SIGNAL, *STOP_SIGNALS}
+    watched: set[int] = {signal.SIGCHLD, DEATH_SIGNAL, *STOP_SIGNALS}
     signal.pthread_sigmask(signal.SIG_BLOCK, watched)
     _prctl(PR_SET_PDEATHSIG, DEATH_SIGNAL)
     if os.getppid() != parent:  # the launcher died before prctl took effect
         return EXIT_INTERNAL
     _prctl(PR_SET_CHILD_SUBREAPER, 1)
+    try:
+        table, procs = _firewall()
+    except Exception as exc:  # noqa: BLE001 - fail closed: no vLLM without its firewall
+        _say(f"firewall: the nftables table could not be loaded ({exc}); nothing was started")
+        return EXIT_REFUSED
+    try:
+        return _supervise(parent, grace, argv, watched, procs)
+    finally:
+        if table is not None:
+            table.close()  # type: ignore[attr-defined]
+        if procs is not None:  # the tree is reaped: the cgroup goes too, even if the
+            _remove_cgroup(os.path.dirname(procs))  # launcher died and cannot clean up
+
+
+def _supervise(parent: int, grace: float, argv: list[str], watched: set[int],
+               procs: str | None) -> int:
     me = os.getpid()
     child = os.fork()
     if child == 0:
-        _exec_child(argv, me, {int(s) for s in watched})
+        _exec_child(argv, me, {int(s) for s in watched}, procs)
     code: int | None = None
     while True:
         info = signal.sigwaitinfo(watched)
