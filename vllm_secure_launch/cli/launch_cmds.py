@@ -59,6 +59,12 @@ _OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
                                           "tree is killed on stop [VSL_STOP_GRACE; 30].")),
     (("--log-format", "log_format"), dict(type=click.Choice(["text", "json"]), help="The "
                                           "launcher's own stderr lines [VSL_LOG_FORMAT; text].")),
+    (("--slurm", "slurm"), dict(type=click.Choice(["auto", "on", "off"]), help="Derive ranks, "
+                                "head address and ports from the Slurm step [VSL_SLURM; auto].")),
+    (("--node-list", "node_list"), dict(metavar="HOSTLIST", help="Outside Slurm: all nodes, head "
+                                        "first, e.g. 'gpu[01-04]' [VSL_NODE_LIST].")),
+    (("--node-rank", "node_rank"), dict(metavar="N", help="Outside Slurm: this node's index in "
+                                        "--node-list [VSL_NODE_RANK].")),
 ]
 
 

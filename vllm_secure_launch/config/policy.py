@@ -45,16 +45,21 @@ SETTINGS: dict[str, tuple[str, str, Any, str]] = {
     "plugins": ("vllm", _LIST, (), "VSL_PLUGINS"),
     "allowed_media_dirs": ("vllm", _LIST, (), "VSL_ALLOWED_MEDIA_DIRS"),
     "tcpstore_guard": ("vllm", _BOOL, True, "VSL_TCPSTORE_GUARD"),
+    # [cluster]
+    "slurm": ("cluster", _STR, "auto", "VSL_SLURM"),
+    "node_list": ("cluster", _STR, "", "VSL_NODE_LIST"),
+    "node_rank": ("cluster", _STR, "", "VSL_NODE_RANK"),
 }
 
 # Policy file: the file's section names; [waivers] and [gate] have their own shapes.
-SECTIONS = ("launcher", "api", "network", "vllm")
+SECTIONS = ("launcher", "api", "network", "vllm", "cluster")
 _POSITIVE = ("ready_timeout", "audit_interval")
 CHOICES = {
     "accelerator": ("auto", "cuda", "ascend", "cpu"),
     "audit": ("enforce", "warn", "off"),
     "log_format": ("text", "json"),
     "format": ("text", "json", "sarif"),
+    "slurm": ("auto", "on", "off"),
 }
 
 
@@ -81,6 +86,9 @@ class Policy:
     plugins: tuple[str, ...] = ()
     allowed_media_dirs: tuple[str, ...] = ()
     tcpstore_guard: bool = True
+    slurm: str = "auto"
+    node_list: str = ""
+    node_rank: str = ""
     waivers: Mapping[str, str] = field(default_factory=dict)
     gate_policy: Mapping[str, Any] = field(default_factory=dict)
     source: str = "defaults"  # the policy file used, for reports
