@@ -6,6 +6,7 @@ import click
 
 from vllm_secure_launch import __version__
 from vllm_secure_launch.cli import launch_cmds, preflight_cmd, probe_cmd, render_cmd
+from vllm_secure_launch.cli import render_sbatch
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -28,6 +29,7 @@ cli.add_command(launch_cmds.rules_cmd)
 cli.add_command(preflight_cmd.command)
 cli.add_command(probe_cmd.command)
 cli.add_command(render_cmd.render)
+render_cmd.render.add_command(render_sbatch.sbatch)
 
 
 def main() -> None:
