@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -54,7 +53,8 @@ LISTENERS = ("import json, psutil; print(json.dumps(sorted([c.laddr.ip, c.laddr.
              "for c in psutil.net_connections('inet') if c.status == psutil.CONN_LISTEN)))")
 PROBE = ("import json, socket, sys\nout = []\n"
          "for ip, port in json.loads(sys.argv[1]):\n"
-         "    s = socket.socket(); s.settimeout(3); out.append([ip, port, s.connect_ex((ip, port))])\n"
+         "    s = socket.socket(); s.settimeout(3)\n"
+         "    out.append([ip, port, s.connect_ex((ip, port))])\n"
          "    s.close()\nprint(json.dumps(out))")
 
 
