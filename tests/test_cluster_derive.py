@@ -258,3 +258,19 @@ def test_a_refusal_refuses_the_plan():
 ])
 def test_devices_per_node(env, acc, n):
     assert D.devices_per_node(env, acc) == n
+
+
+@pytest.mark.parametrize("rank,ip,ifaces", [(0, "10.200.0.11", HEAD_IFACES),
+                                            (1, "10.200.0.12", IFACES)])
+def test_ascend_nodes_get_their_own_hccl_variables(rank, ip, ifaces):
+    """Each node pins HCCL to its own internal address and interface, from the same setting."""
+    env = slurm_env(rank) | {"ASCEND_RT_VISIBLE_DEVICES": "0,1,2,3,4,5,6,7"}
+    policy = Policy(internal_cidr="10.200.0.0/24")
+    d = D.amend(flags.parse(["m", "-tp", "16"]), env, policy, ifaces, "ascend", RESOLVES)
+    assert [f.rule_id for f in d.findings] == ["VSL320"]
+    plan = build_plan(d.args, {**env, "VLLM_API_KEY": "k" * 32}, policy,
+                      HostFacts(interfaces=ifaces), accelerator="ascend",
+                      extra_findings=d.findings)
+    assert plan.env["HCCL_IF_IP"] == ip and plan.env["VLLM_HOST_IP"] == ip
+    assert plan.env["HCCL_SOCKET_IFNAME"] == "=eth0"
+    assert d.args.values["master_addr"] == "10.200.0.11"
