@@ -234,3 +234,76 @@ def test_vllm_mindspore_command_and_flags_it_lacks(tmp_path):
                         values={"shutdown_timeout": "30", "nnodes": "1"})
     msg = all_of(flagged, "VSL549")[0].message
     assert "--shutdown-timeout" in msg and "--nnodes" in msg and flagged.blocked
+
+
+# -- multi-node NPU network (hccn_tool stand-in: tests/fakes/hccn_tool) ------------------------
+
+MULTI = {"tensor_parallel_size": "4", "nnodes": "2", "node_rank": "1",
+         "master_addr": "10.0.0.1", "headless": True}
+
+
+def hccn(tmp_path: Path, scenario: str | None):
+    import shutil
+
+    bin_dir = npu_smi_bin(tmp_path / "bin", "healthy")
+    if scenario:
+        tool = bin_dir / "hccn_tool"
+        shutil.copy(Path(__file__).resolve().parent / "fakes" / "hccn_tool", tool)
+        (bin_dir / "hccn_tool.scenario").write_text(scenario)
+    return bin_dir
+
+
+def ascend_multi(tmp_path: Path, scenario: str | None, conf: bool = True, values=None):
+    from dataclasses import dataclass
+
+    from vllm_secure_launch.preflight import ascend as A
+
+    bin_dir = hccn(tmp_path, scenario)
+    conf_path = tmp_path / "hccn.conf"
+    if conf:
+        conf_path.write_text("address_0=192.168.100.101\nnetmask_0=255.255.255.0\n")
+
+    @dataclass(frozen=True)
+    class View(HostView):
+        hccn_conf: str = str(conf_path)
+
+    dev = ascend_dev(tmp_path / "dev", 4, True)
+    root = ascend_root(tmp_path / "Ascend", True, True)
+    site = tmp_path / "site"
+    site.mkdir(exist_ok=True)
+    for name, version in ASCEND:
+        make_dist(site, name, version)
+    home = root / "ascend-toolkit" / "latest"
+    env = {"PATH": str(bin_dir), "ASCEND_HOME_PATH": str(home),
+           "LD_LIBRARY_PATH": str(home / "lib64")}
+    host = View(dev_root=str(dev), ascend_root=str(root), dist_paths=[str(site)])
+    args = ServeArgs(model="m", values=values if values is not None else MULTI)
+    assert A.HCCN_CONF == "/etc/hccn.conf"
+    return run(PreflightRequest.from_serve_args(args, env, "ascend"), host), bin_dir
+
+
+def test_multinode_npu_network_healthy_checks_link_and_health_per_npu(tmp_path):
+    report, bin_dir = ascend_multi(tmp_path, "healthy")
+    assert not {"VSL552", "VSL553", "VSL554"} & ids(report), report.findings
+    calls = (bin_dir / "hccn_tool.calls").read_text().split("\n")
+    # tp 4 over 2 nodes: this node checks its 2 NPUs
+    assert "-i 1 -link -g" in calls and "-i 0 -net_health -g" in calls
+    assert "-i 2 -link -g" not in calls
+
+
+@pytest.mark.parametrize("scenario,words", [("linkdown", "NPU 1: link not UP"),
+                                            ("unhealthy", "NPU 0: net health not Success"),
+                                            ("broken", "-8005")])
+def test_multinode_npu_network_faults_are_vsl552(tmp_path, scenario, words):
+    report, _ = ascend_multi(tmp_path, scenario)
+    assert report.blocked and words in all_of(report, "VSL552")[0].message
+
+
+def test_multinode_without_hccn_tool_is_vsl553_and_missing_conf_vsl554(tmp_path):
+    report, _ = ascend_multi(tmp_path, None, conf=False)
+    assert {"VSL553", "VSL554"} <= ids(report) and report.blocked
+
+
+def test_one_node_ascend_skips_the_npu_network_check(tmp_path):
+    report, _ = ascend_multi(tmp_path, "broken", values={"tensor_parallel_size": "4"})
+    assert not {"VSL552", "VSL553", "VSL554"} & ids(report)

@@ -53,9 +53,24 @@ def prepare(cli: Mapping[str, Any], vllm_args: Sequence[str],
                                surface=(choice.surface, choice.exact, choice.why))
     from vllm_secure_launch.firewall.enforce import plan_firewall
 
-    plan = build_plan(args, environ, policy, facts, accelerator=accelerator(policy, environ))
+    platform = accelerator(policy, environ)
+    # Multi-node: ranks, head address and ports derived from the Slurm step (or --node-list/
+    # --node-rank) before planning, so the plan and --dry-run show them (cluster/derive.py).
+    args, derived = cluster_amend(args, environ, policy, facts, platform)
+    plan = build_plan(args, environ, policy, facts, accelerator=platform,
+                      extra_findings=derived)
     plan = with_preflight(plan, preflight(plan, args), policy)
     return Prepared(plan_firewall(plan, policy, args), policy, args)
+
+
+def cluster_amend(args: ServeArgs, environ: Mapping[str, str], policy: Policy, facts: Any,
+                  platform: str) -> tuple[ServeArgs, tuple[Finding, ...]]:
+    from vllm_secure_launch.cluster import derive, lookup
+
+    head = derive.head_to_resolve(environ, policy, platform)
+    addrs = {head: lookup.addresses(head)} if head else {}  # the one effect: resolve the head
+    d = derive.amend(args, environ, policy, facts.interfaces, platform, addrs)
+    return d.args, d.findings
 
 
 def accelerator(policy: Policy, environ: Mapping[str, str]) -> str:

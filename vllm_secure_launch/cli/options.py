@@ -7,7 +7,7 @@ CLI > VSL_* > policy file > defaults; the defaults shown in --help come from the
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 import click
@@ -55,3 +55,20 @@ def launcher_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     for s in reversed(settings.options()):
         fn = click_option(s.key)(fn)
     return fn
+
+
+def spelled_again(cli: Mapping[str, Any], skip: Collection[str] = ()) -> list[str]:
+    """The launcher options given on a command line, written back as tokens (for generated
+    scripts and units): `--x`/`--no-x` for switches, lists joined as a shell command line."""
+    import shlex
+
+    out: list[str] = []
+    for s in settings.options():
+        value = cli.get(s.key)
+        if value is None or s.key in skip:
+            continue
+        if s.kind == settings.BOOL:
+            out.append(s.flag if value else f"--no-{s.flag[2:]}")
+        else:
+            out += [s.flag, shlex.join(value) if isinstance(value, (tuple, list)) else str(value)]
+    return out

@@ -4,7 +4,6 @@ plan as `serve` (pipeline.prepare). A refused plan renders nothing and exits 78.
 from __future__ import annotations
 
 import os
-import shlex
 import shutil
 import sys
 from typing import Any, Mapping, Sequence
@@ -40,21 +39,9 @@ def launcher_path() -> str:
 
 def option_args(cli: Mapping[str, Any]) -> list[str]:
     """The launcher options given on this command line, as they would be written again."""
-    from vllm_secure_launch.cli.launch_cmds import _OPTIONS
+    from vllm_secure_launch.cli.options import spelled_again
 
-    out: list[str] = []
-    for decls, _kw in _OPTIONS:
-        key = decls[-1]
-        if key in _NOT_IN_UNIT or cli.get(key) is None:
-            continue
-        flag = decls[0].split("/")
-        value = cli[key]
-        if isinstance(value, bool):
-            out.append(flag[0] if value else flag[-1])
-        else:
-            text = shlex.join(value) if isinstance(value, (tuple, list)) else str(value)
-            out += [flag[0], text]
-    return out
+    return spelled_again(cli, _NOT_IN_UNIT)
 
 
 def exec_start(cli: Mapping[str, Any], vllm_args: Sequence[str], policy_path: str) -> list[str]:

@@ -51,6 +51,9 @@ class Policy:
     plugins: tuple[str, ...] = ()
     allowed_media_dirs: tuple[str, ...] = ()
     tcpstore_guard: bool = True
+    slurm: str = "auto"
+    node_list: str = ""
+    node_rank: str = ""
     waivers: Mapping[str, str] = field(default_factory=dict)
     gate_policy: Mapping[str, Any] = field(default_factory=dict)
     source: str = "defaults"  # the policy file used, for reports

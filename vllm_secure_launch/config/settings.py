@@ -129,6 +129,14 @@ SETTINGS: tuple[Setting, ...] = (
             "Directories vLLM may read media from (--allowed-local-media-path).", option=False),
     Setting("tcpstore_guard", "vllm", BOOL, True,
             "Install the guard that keeps torch's TCPStore off public addresses.", option=False),
+    # [cluster] — multi-node derivation (cluster/, docs/multinode.md)
+    Setting("slurm", "cluster", STR, "auto",
+            "Derive ranks, head address and ports from the Slurm step (auto: inside one).",
+            choices=("auto", "on", "off")),
+    Setting("node_list", "cluster", STR, "",
+            "Outside Slurm: all nodes, head first, e.g. 'gpu[01-04]'.", metavar="HOSTLIST"),
+    Setting("node_rank", "cluster", STR, "",
+            "Outside Slurm: this node's index in the node list.", metavar="N"),
 )
 
 BY_KEY: dict[str, Setting] = {s.key: s for s in SETTINGS}

@@ -26,7 +26,44 @@ FOLLOWER_NO_HEAD = Rule(
     "node's internal IP",
 )
 
-RULES = (MULTINODE_PINNED, RAY_DAEMONS, FOLLOWER_NO_HEAD)
+# The Slurm / node-list derivation (cluster/derive.py) reports with these; they are findings of
+# the plan (extra_findings), so a refusal shows in --dry-run and nothing starts on any node.
+DERIVED = Rule(
+    "VSL320", "multi-node options derived from the allocation", Severity.INFO,
+    "nothing to do; `--dry-run` shows the derived options; write one yourself to override it",
+)
+TASKS_PER_NODE = Rule(
+    "VSL321", "more than one launcher task on a node", Severity.ERROR,
+    "start exactly one task per node: `srun --ntasks-per-node=1` (or `#SBATCH "
+    "--ntasks-per-node=1`); vLLM starts its own workers for the node's devices",
+)
+CONTRADICTS = Rule(
+    "VSL322", "an explicit option contradicts the allocation", Severity.ERROR,
+    "remove the option and let the launcher derive it, or fix it to match this node's place "
+    "in the allocation",
+)
+HEAD_UNRESOLVED = Rule(
+    "VSL323", "the head node's name does not resolve into the internal network", Severity.ERROR,
+    "make the first node's name resolve to its internal address on every node (/etc/hosts or "
+    "DNS), or give --master-addr/--data-parallel-address the head's internal IP",
+)
+LAYOUT = Rule(
+    "VSL324", "the parallel layout does not split over the allocated nodes", Severity.ERROR,
+    "make tensor x pipeline parallel a multiple of the node count that fits each node's "
+    "devices, use --data-parallel-size a multiple of the node count, or allocate fewer nodes",
+)
+ALLOCATION = Rule(
+    "VSL325", "the allocation cannot be read", Severity.ERROR,
+    "run the launcher inside an srun step (Slurm), or give --node-list and --node-rank "
+    "(VSL_NODE_LIST, VSL_NODE_RANK); see docs/multinode.md",
+)
+NEEDS_INTERNAL = Rule(
+    "VSL326", "a multi-node allocation without an internal network setting", Severity.ERROR,
+    "give --internal-cidr (the same on every node) so each node pins its own internal address",
+)
+
+RULES = (MULTINODE_PINNED, RAY_DAEMONS, FOLLOWER_NO_HEAD, DERIVED, TASKS_PER_NODE, CONTRADICTS,
+         HEAD_UNRESOLVED, LAYOUT, ALLOCATION, NEEDS_INTERNAL)
 
 # Environment variables that name an address or interface for internal traffic.
 ENV_ADDRS = ("VLLM_HOST_IP", "HCCL_IF_IP", "VLLM_NIXL_SIDE_CHANNEL_HOST",

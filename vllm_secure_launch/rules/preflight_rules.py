@@ -146,6 +146,17 @@ RULES: tuple[Rule, ...] = (
     Rule("VSL551", "Ascend NPUs found", I,
          "Nothing to do.",
          "One finding per run summarising driver, engine and selected NPUs."),
+    Rule("VSL552", "The NPU network is not ready for multi-node", E,
+         "Check each NPU's port (`hccn_tool -i N -link -g` must say UP, `-net_health -g` "
+         "Success), its cabling and /etc/hccn.conf; HCCL across nodes hangs or fails otherwise.",
+         "Multi-node only, as vllm-ascend's install guide checks it before a multi-node run."),
+    Rule("VSL553", "hccn_tool is not available for the multi-node NPU check", E,
+         "Mount /usr/local/Ascend/driver/tools/hccn_tool read-only into the container, or "
+         "waive VSL553 if the NPU network is checked elsewhere.",
+         "Without it the NPU ports' link and health cannot be verified before loading."),
+    Rule("VSL554", "/etc/hccn.conf is missing", W,
+         "Mount /etc/hccn.conf (the NPU ports' addresses) into the container.",
+         "HCCL reads the NPU network addresses configured there."),
     # -- CPU -----------------------------------------------------------------------------------
     Rule("VSL570", "CPU platform", I,
          "Nothing to do.",
