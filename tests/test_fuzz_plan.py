@@ -34,6 +34,7 @@ from hypothesis import strategies as st
 
 from vllm_secure_launch.cli.launch_cmds import plan_text
 from vllm_secure_launch.config import policy as policy_mod
+from vllm_secure_launch.config import settings as _settings_mod
 from vllm_secure_launch.errors import LauncherError, UsageError
 from vllm_secure_launch.plan.build import build_plan
 from vllm_secure_launch.plan.document import plan_document
@@ -181,8 +182,14 @@ def environs(draw: st.DrawFn) -> dict[str, str]:
     return {k: v.replace("\x00", "") for k, v in env.items()}
 
 
+# key -> (section, kind, default, env name), from the one settings table (config/settings.py).
+_SETTINGS = {s.key: (s.section, s.kind, s.default, s.env) for s in _settings_mod.SETTINGS
+             if s.section}
+_CHOICES = {s.key: s.choices for s in _settings_mod.SETTINGS if s.choices}
+
+
 def _setting_value(draw: st.DrawFn, key: str, kind: str) -> Any:
-    choices = policy_mod.CHOICES.get(key)
+    choices = _CHOICES.get(key)
     if choices and draw(st.integers(0, 4)):
         return draw(st.sampled_from(choices))
     if kind == "number":
@@ -218,9 +225,9 @@ def policies(draw: st.DrawFn) -> tuple[dict[str, Any], dict[str, str], str | Non
     """(cli values, VSL_* environment, policy file path or None) for config.policy.resolve."""
     cli: dict[str, Any] = {}
     venv: dict[str, str] = {}
-    for key in draw(st.lists(st.sampled_from(sorted(policy_mod.SETTINGS)), max_size=3,
+    for key in draw(st.lists(st.sampled_from(sorted(_SETTINGS)), max_size=3,
                              unique=True)):
-        _section, kind, _default, env_name = policy_mod.SETTINGS[key]
+        _section, kind, _default, env_name = _SETTINGS[key]
         if draw(st.booleans()):
             cli[key] = _setting_value(draw, key, kind)
         else:
@@ -246,7 +253,7 @@ def policies(draw: st.DrawFn) -> tuple[dict[str, Any], dict[str, str], str | Non
             lines += ["[waivers]", f"{rid} = {_toml_value(draw(st.sampled_from(['ok', ''])))}"]
         if draw(st.booleans()):
             key = draw(st.sampled_from(["audit_interval", "ready_timeout", "audit", "plugins"]))
-            section, kind, _d, _e = policy_mod.SETTINGS[key]
+            section, kind, _d, _e = _SETTINGS[key]
             lines += [f"[{section}]", f"{key} = {_toml_value(_setting_value(draw, key, kind))}"]
         p = _TMP / f"p{next(_counter)}.toml"
         p.write_text("\n".join(lines) + "\n", encoding="utf-8")

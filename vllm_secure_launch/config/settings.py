@@ -92,10 +92,6 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("hang_timeout", "launcher", NUMBER, 120.0,
             "SIGKILL vLLM's tree (exit 79) when GET /health fails this long while serving; "
             "0: off.", metavar="SECONDS", bound=NON_NEGATIVE),
-    Setting("firewall", "launcher", STR, "auto",
-            "Kernel firewall for vLLM's process tree (nftables + cgroup v2): auto enforces when "
-            "privileged, else warns; enforce refuses to start without it; strict also limits "
-            "egress (docs/firewall.md).", choices=("auto", "enforce", "strict", "off")),
     Setting("log_format", "launcher", STR, "text", "The launcher's own stderr lines.",
             choices=("text", "json")),
     Setting("format", "launcher", STR, "text", "Report format of dry-run, check and preflight.",
@@ -109,6 +105,10 @@ SETTINGS: tuple[Setting, ...] = (
             option=False,
             default_text="$RUNTIME_DIRECTORY, $XDG_RUNTIME_DIR or the temp dir"),
     # [api]
+    Setting("firewall", "launcher", STR, "auto",
+            "Kernel firewall for vLLM's process tree (nftables + cgroup v2): auto enforces when "
+            "privileged, else warns; enforce refuses to start without it; strict also limits "
+            "egress (docs/firewall.md).", choices=("auto", "enforce", "strict", "off")),
     Setting("api_host", "api", STR, "127.0.0.1", "API address used when vLLM's --host is absent.",
             metavar="IP", file_key="host"),
     Setting("allow_wildcard", "api", BOOL, False, "Allow an API on 0.0.0.0 or ::."),

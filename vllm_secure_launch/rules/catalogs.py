@@ -9,10 +9,12 @@ from types import ModuleType
 def modules() -> tuple[ModuleType, ...]:
     from vllm_secure_launch.rules import (
         audit_rules,
+        derivation_rules,
         firewall_rules,
         gate_rules,
         guard_rules,
         preflight_rules,
     )
 
-    return (gate_rules, guard_rules, preflight_rules, audit_rules, firewall_rules)
+    return (gate_rules, guard_rules, preflight_rules, audit_rules, firewall_rules,
+            derivation_rules)

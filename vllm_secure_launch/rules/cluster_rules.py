@@ -62,8 +62,11 @@ NEEDS_INTERNAL = Rule(
     "give --internal-cidr (the same on every node) so each node pins its own internal address",
 )
 
-RULES = (MULTINODE_PINNED, RAY_DAEMONS, FOLLOWER_NO_HEAD, DERIVED, TASKS_PER_NODE, CONTRADICTS,
-         HEAD_UNRESOLVED, LAYOUT, ALLOCATION, NEEDS_INTERNAL)
+RULES = (MULTINODE_PINNED, RAY_DAEMONS, FOLLOWER_NO_HEAD)
+# Judged by the multi-node derivation (cluster/derive.py) before planning, not by the planner's
+# checks: listed as a catalog (rules/catalogs.py) and tested in tests/test_cluster*.py.
+DERIVATION_RULES = (DERIVED, TASKS_PER_NODE, CONTRADICTS, HEAD_UNRESOLVED, LAYOUT, ALLOCATION,
+                    NEEDS_INTERNAL)
 
 # Environment variables that name an address or interface for internal traffic.
 ENV_ADDRS = ("VLLM_HOST_IP", "HCCL_IF_IP", "VLLM_NIXL_SIDE_CHANNEL_HOST",
