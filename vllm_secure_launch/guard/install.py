@@ -18,7 +18,6 @@ import hashlib
 import json
 import os
 import subprocess
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -140,21 +139,11 @@ def site_packages_of(python: str, timeout: float = 60.0) -> str:
 
 def _atomic_write(path: Path, text: str) -> None:
     """Write via a temporary file in the same directory and rename: a concurrent interpreter
-    start sees the old file or the new one, never half of it."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    start sees the old file or the new one, never half of it. World-readable: the hook must be
+    importable by the service user."""
+    from vllm_secure_launch.files import write_atomic
+
+    write_atomic(str(path), text, mode=0o644)
 
 
 def _same_content(path: Path, text: str) -> bool:
