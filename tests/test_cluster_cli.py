@@ -77,3 +77,15 @@ def test_dry_run_in_a_slurm_step_shows_the_derived_options():
     r = cli("--dry-run", "--internal-cidr", "127.0.0.0/8", "--accelerator", "cpu", "serve", "m",
             "-tp", "3", env=env)
     assert r.returncode == 78 and "VSL324" in r.stdout
+
+
+def test_render_sbatch_copies_the_policy_and_makes_paths_absolute(key, tmp_path):
+    policy = tmp_path / "policy.toml"
+    policy.write_text("[launcher]\naudit = \"enforce\"\n")
+    r = subprocess.run([sys.executable, "-m", "vllm_secure_launch.cli.main", "--policy",
+                        "policy.toml", "--internal-cidr", "10.0.0.0/8", "--api-key-file",
+                        "api.key", "--accelerator", "cpu", "render", "sbatch", "--nodes", "2",
+                        "m", "-tp", "2"], capture_output=True, text=True, cwd=str(tmp_path),
+                       env={**os.environ, "PYTHONPATH": ROOT})
+    assert r.returncode == 0, r.stderr
+    assert f"--policy {policy}" in r.stdout and f"--api-key-file {key}" in r.stdout

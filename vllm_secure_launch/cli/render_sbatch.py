@@ -17,7 +17,9 @@ from vllm_secure_launch.errors import LauncherError
 from vllm_secure_launch.exitcodes import ExitCode
 
 # Launcher options that belong to one run, not to the job: never copied into the script.
-_NOT_COPIED = ("dry_run", "format", "report", "node_list", "node_rank", "slurm", "policy")
+_NOT_COPIED = ("dry_run", "format", "report", "node_list", "node_rank", "slurm")
+# Paths are made absolute: each node's launcher starts in the job's working directory.
+_PATHS = ("policy", "api_key_file")
 
 
 def launcher_flags(cli: Mapping[str, Any]) -> list[str]:
@@ -31,8 +33,10 @@ def launcher_flags(cli: Mapping[str, Any]) -> list[str]:
         if "/" in decls[0]:  # --x/--no-x
             on, off = decls[0].split("/")
             out.append(on if value else off)
+        elif isinstance(value, (tuple, list)):
+            out += [decls[0], shlex.join(value)]
         else:
-            out += [decls[0], " ".join(value) if isinstance(value, (tuple, list)) else str(value)]
+            out += [decls[0], os.path.abspath(value) if key in _PATHS else str(value)]
     return out
 
 
