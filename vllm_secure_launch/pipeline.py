@@ -110,7 +110,10 @@ def serve(prepared: Prepared, say: Say, show: Show,
         if policy.report:
             write_report(plan)
         return int(code)
-    show([f for f in plan.findings if f.severity.label != "info" or f.waived])
+    # The multi-node derivation (VSL320) is info, but each node's job log should say what it
+    # derived: that is the operator's only view of the per-node options.
+    show([f for f in plan.findings if f.severity.label != "info" or f.waived
+          or f.rule_id == "VSL320"])
     # A missing or non-executable vLLM command: 127 / 126 before any other work.
     loop.resolve_command(plan.argv, plan.env)
     guard_findings = guard(plan, policy)

@@ -17,14 +17,18 @@ from vllm_secure_launch.errors import LauncherError
 from vllm_secure_launch.exitcodes import ExitCode
 
 # Launcher options that belong to one run, not to the job: never copied into the script.
-_NOT_COPIED = ("dry_run", "format", "report", "node_list", "node_rank", "slurm", "policy")
+_NOT_COPIED = ("dry_run", "format", "report", "node_list", "node_rank", "slurm")
+# Paths are made absolute: each node's launcher starts in the job's working directory.
+_PATHS = ("policy", "api_key_file")
 
 
 def launcher_flags(cli: Mapping[str, Any]) -> list[str]:
     """The launcher options given on this command line, spelled back for the script."""
     from vllm_secure_launch.cli.options import spelled_again
 
-    return spelled_again(cli, _NOT_COPIED)
+    given = {k: (os.path.abspath(v) if k in _PATHS and isinstance(v, str) else v)
+             for k, v in cli.items()}
+    return spelled_again(given, _NOT_COPIED)
 
 
 def _refuse(what: str, fix: str) -> LauncherError:

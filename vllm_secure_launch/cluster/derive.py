@@ -259,8 +259,11 @@ def derive(args: ServeArgs, alloc: Allocation, internal: InternalNet | None,
     else:
         _set(values, derived, out, args, "data_parallel_size_local", per_node,
              "--data-parallel-size-local")
-        _set(values, derived, out, args, "data_parallel_start_rank", rank * per_node,
-             "--data-parallel-start-rank")
+        if rank > 0 or args.has("data_parallel_start_rank"):
+            # Not on the head: vLLM 0.32 reads a start rank without --headless as hybrid
+            # load balancing, which then refuses the headless followers.
+            _set(values, derived, out, args, "data_parallel_start_rank", rank * per_node,
+                 "--data-parallel-start-rank")
         _set(values, derived, out, args, "data_parallel_address", head,
              "--data-parallel-address")
         if ports:
