@@ -137,6 +137,10 @@ SETTINGS: tuple[Setting, ...] = (
             "Outside Slurm: all nodes, head first, e.g. 'gpu[01-04]'.", metavar="HOSTLIST"),
     Setting("node_rank", "cluster", STR, "",
             "Outside Slurm: this node's index in the node list.", metavar="N"),
+    # [ray] — the Ray backend (`ray start` through the launcher, serve on Ray; docs/ray.md)
+    Setting("ray_token_file", "ray", STR, "",
+            "Ray's token file (RAY_AUTH_TOKEN_PATH), mode 0600; `ray start --head` creates it "
+            "when absent.", metavar="PATH"),
 )
 
 BY_KEY: dict[str, Setting] = {s.key: s for s in SETTINGS}
