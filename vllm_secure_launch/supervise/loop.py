@@ -55,6 +55,7 @@ from vllm_secure_launch.supervise.readiness import HealthWatch, ReadyWait, hang_
 from vllm_secure_launch.supervise.sdnotify import Notifier, watchdog_interval
 from vllm_secure_launch.supervise.signals import Signals, drain
 from vllm_secure_launch.supervise.stop import Stopper
+from vllm_secure_launch.supervise.torchcache import link_default_cache
 from vllm_secure_launch.supervise.ui import UI
 
 # Re-exported: pipeline.py and older callers use them from here.
@@ -127,6 +128,7 @@ class _Run:
             return False
         if plan.rpc_dir:
             make_private_dir(plan.rpc_dir)
+            link_default_cache(plan.env)  # torch's headers persist though TMPDIR is per run
         for fd, target in self.child.spawn(plan.argv, plan.env, self.sv.stop_grace):
             self.pump.add(fd, target)
         return True
