@@ -4,20 +4,47 @@ from __future__ import annotations
 
 import click
 
+import importlib
+from collections.abc import Callable
+
 from vllm_secure_launch import __version__
-from vllm_secure_launch.cli import (
-    advisories_cmd,
-    launch_cmds,
-    preflight_cmd,
-    probe_cmd,
-    render_cmd,
-    render_firewall,
-    render_sbatch,
-)
+from vllm_secure_launch.cli import launch_cmds
 from vllm_secure_launch.cli.options import launcher_options
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def _render() -> click.Command:
+    from vllm_secure_launch.cli import render_cmd, render_firewall, render_sbatch
+
+    render_firewall.register(render_cmd.render)
+    render_cmd.render.add_command(render_sbatch.sbatch)
+    return render_cmd.render
+
+
+def _module_command(module: str) -> Callable[[], click.Command]:
+    return lambda: importlib.import_module(f"vllm_secure_launch.cli.{module}").command
+
+
+# Commands whose modules load only when named (or listed by --help): a `serve` start does not
+# pay for importing the preflight, probe, render and advisories commands (issue 9).
+LAZY: dict[str, Callable[[], click.Command]] = {
+    "advisories": _module_command("advisories_cmd"),
+    "preflight": _module_command("preflight_cmd"),
+    "probe": _module_command("probe_cmd"),
+    "render": _render,
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *LAZY})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in LAZY:
+            self.add_command(LAZY[cmd_name](), cmd_name)
+        return self.commands.get(cmd_name)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="vllm-secure-launch")
 @launcher_options
 @click.pass_context
@@ -34,12 +61,6 @@ def cli(ctx: click.Context, **launcher_opts: object) -> None:
 cli.add_command(launch_cmds.serve)
 cli.add_command(launch_cmds.check)
 cli.add_command(launch_cmds.rules_cmd)
-cli.add_command(preflight_cmd.command)
-cli.add_command(probe_cmd.command)
-cli.add_command(render_cmd.render)
-cli.add_command(advisories_cmd.command)
-render_firewall.register(render_cmd.render)
-render_cmd.render.add_command(render_sbatch.sbatch)
 
 
 def main() -> None:
