@@ -65,6 +65,16 @@ def _prefixlen(netmask: str | None, family: int) -> int:
 
 
 def interfaces() -> dict[str, tuple[IfAddr, ...]]:
+    from vllm_secure_launch.host import ifaddrs
+
+    found = ifaddrs.read()  # rtnetlink: what psutil reads, without importing psutil
+    if found is not None:
+        return {name: tuple(IfAddr(ip, plen) for _fam, ip, plen in addrs)
+                for name, addrs in found.items()}
+    return _psutil_interfaces()
+
+
+def _psutil_interfaces() -> dict[str, tuple[IfAddr, ...]]:
     import psutil
 
     out: dict[str, tuple[IfAddr, ...]] = {}
