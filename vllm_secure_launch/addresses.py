@@ -6,8 +6,9 @@ Pure: works on HostFacts' interface table, never on the live machine.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
 from typing import Mapping
+
+from vllm_secure_launch.records import record
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -72,7 +73,7 @@ def is_allowed_internal_class(cls: str) -> bool:
     return cls in (LOOPBACK, PRIVATE)
 
 
-@dataclass(frozen=True)
+@record
 class IfAddr:
     ip: str
     prefixlen: int
@@ -82,7 +83,7 @@ class IfAddr:
         return ipaddress.ip_network(f"{self.ip}/{self.prefixlen}", strict=False)
 
 
-@dataclass(frozen=True)
+@record
 class InternalNet:
     """The one private address every internal listener is pinned to."""
 
@@ -184,7 +185,7 @@ def host_in(text: str, allowed: tuple[str, ...]) -> bool:
     return ip is not None and any(parse_ip(a) == ip for a in allowed)
 
 
-@dataclass(frozen=True)
+@record
 class ApiEndpoint:
     """Where vLLM's HTTP API will listen: TCP host:port, or a unix socket path."""
 

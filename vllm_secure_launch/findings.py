@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import enum
 import json
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any, Iterable, Mapping, Sequence
+
+from vllm_secure_launch.records import record
 
 
 class Severity(enum.IntEnum):
@@ -27,7 +29,7 @@ class Severity(enum.IntEnum):
             raise ValueError(f"unknown severity {text!r} (use info, warning or error)") from None
 
 
-@dataclass(frozen=True)
+@record
 class Finding:
     rule_id: str
     severity: Severity

@@ -7,20 +7,20 @@ start never leaves a half-started vLLM behind. Nothing here prints; the CLI hand
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 from vllm_secure_launch.config.policy import Policy, load
 from vllm_secure_launch.exitcodes import ExitCode
 from vllm_secure_launch.findings import Finding, apply_waivers, blocking
 from vllm_secure_launch.plan.model import Plan
+from vllm_secure_launch.records import record
 from vllm_secure_launch.surface.args import ServeArgs
 
 Say = Callable[[str], None]
 Show = Callable[[Sequence[Finding]], None]
 
 
-@dataclass(frozen=True)
+@record
 class Prepared:
     """The final plan and what it was made from."""
 

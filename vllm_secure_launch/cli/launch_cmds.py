@@ -6,7 +6,6 @@ import json
 import os
 import shlex
 import sys
-from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import click
@@ -27,9 +26,10 @@ from vllm_secure_launch.findings import (
 )
 from vllm_secure_launch.plan.document import check_document, plan_document
 from vllm_secure_launch.plan.model import Plan
+from vllm_secure_launch.records import record
 
 
-@dataclass(frozen=True)
+@record
 class LauncherOptions:
     cli: Mapping[str, Any]  # only what the command line gave
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import click
-
 import importlib
 from collections.abc import Callable
+
+import click
 
 from vllm_secure_launch import __version__
 from vllm_secure_launch.cli import launch_cmds

@@ -20,13 +20,14 @@ What the operator wrote wins, unless it contradicts the allocation (VSL322).
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any, Mapping
 
 from vllm_secure_launch.addresses import IfAddr, InternalNet, ResolveError, resolve_internal
 from vllm_secure_launch.cluster.hostlist import HostlistError, expand, tasks_per_node
 from vllm_secure_launch.config.policy import Policy
 from vllm_secure_launch.findings import Finding
+from vllm_secure_launch.records import record
 from vllm_secure_launch.rules import cluster_rules as R
 from vllm_secure_launch.surface.args import ServeArgs
 
@@ -36,7 +37,7 @@ from vllm_secure_launch.surface.args import ServeArgs
 PORT_BASE, PORT_SLOTS = 20000, 4500
 
 
-@dataclass(frozen=True)
+@record
 class Allocation:
     """This node's place in a multi-node allocation."""
 
@@ -53,7 +54,7 @@ class Allocation:
         return self.nodes[0]
 
 
-@dataclass(frozen=True)
+@record
 class Derived:
     args: ServeArgs
     findings: tuple[Finding, ...] = ()

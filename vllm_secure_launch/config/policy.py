@@ -9,12 +9,13 @@ import math
 import os
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
 from vllm_secure_launch.config import settings
 from vllm_secure_launch.config.settings import DEFAULT_POLICY_PATH, Setting
 from vllm_secure_launch.errors import PolicyFileError
+from vllm_secure_launch.records import record
 
 # The table of settings (keys, sections, kinds, defaults, env names, choices, bounds) is
 # config/settings.py; this module reads the file and merges the sources.
@@ -23,7 +24,7 @@ SECTIONS = settings.SECTIONS
 POLICY_LIMIT = 1024 * 1024
 
 
-@dataclass(frozen=True)
+@record
 class Policy:
     """The merged settings. One field per file setting of config/settings.py, with the same
     default (tests/test_settings.py checks it), then what the file's other sections give."""

@@ -10,8 +10,9 @@ Pure data: no click, no I/O, nothing at import but the table.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
+
+from vllm_secure_launch.records import record
 
 # Value kinds, named as the file's error messages name them.
 STR, NUMBER, BOOL, LIST = "string", "number", "boolean", "list of strings"
@@ -25,7 +26,7 @@ POSITIVE, NON_NEGATIVE = "positive", "zero or more"
 DEFAULT_POLICY_PATH = "/etc/vllm-secure-launch/policy.toml"
 
 
-@dataclass(frozen=True)
+@record
 class Setting:
     """One setting. `section` None: not a policy key (only an option and its VSL_* name)."""
 

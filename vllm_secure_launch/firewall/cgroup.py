@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+
+from vllm_secure_launch.records import record
 
 NFT_ROOT = "/sys/fs/cgroup"  # where nft looks up `socket cgroupv2` paths
 PREFIX = "vsl-"
@@ -20,7 +21,7 @@ class CgroupError(Exception):
     """Why no cgroup v2 directory for vLLM's tree can be used (a sentence)."""
 
 
-@dataclass(frozen=True)
+@record
 class Cgroup:
     path: str  # absolute directory
     nft_path: str  # relative to /sys/fs/cgroup, as nft wants it

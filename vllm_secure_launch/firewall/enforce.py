@@ -16,7 +16,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any, Callable, Mapping
 
 from vllm_secure_launch.errors import LauncherError
@@ -25,6 +25,7 @@ from vllm_secure_launch.findings import Finding, apply_waivers, blocking
 from vllm_secure_launch.firewall import cgroup as cg
 from vllm_secure_launch.firewall import holder
 from vllm_secure_launch.firewall.spec import Spec, ruleset
+from vllm_secure_launch.records import record
 from vllm_secure_launch.rules import firewall_rules as R
 
 CAP_NET_ADMIN = 12
@@ -34,7 +35,7 @@ HUB_HOSTS = ("huggingface.co", "cdn-lfs.huggingface.co", "cdn-lfs-us-1.hf.co",
              "cas-bridge.xethub.hf.co")
 
 
-@dataclass(frozen=True)
+@record
 class Armed:
     cgroup: str  # directory to remove after the run
 

@@ -11,8 +11,10 @@ that created it closes, i.e. when its holder (the keeper) exits for any reason, 
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
+
+from vllm_secure_launch.records import record
 
 # Refused for vLLM's tree in every mode: link-local (cloud metadata lives there) and the
 # metadata addresses that are not link-local (AWS IPv6, Alibaba).
@@ -21,7 +23,7 @@ METADATA_V6 = ("fe80::/10", "fd00:ec2::254/128")
 REJECT = "reject with icmpx admin-prohibited"  # fast failure for the caller, not a hang
 
 
-@dataclass(frozen=True)
+@record
 class Spec:
     """What the table enforces for one service."""
 

@@ -7,13 +7,14 @@ import os
 import socket
 import stat
 import sys
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Mapping
 
 from vllm_secure_launch.addresses import IfAddr
+from vllm_secure_launch.records import record
 
 
-@dataclass(frozen=True)
+@record
 class SecretFile:
     """A secret read from a file, with the facts the rules judge (mode, owner)."""
 
@@ -23,7 +24,7 @@ class SecretFile:
     error: str | None = None
 
 
-@dataclass(frozen=True)
+@record
 class HostFacts:
     interfaces: Mapping[str, tuple[IfAddr, ...]] = field(default_factory=dict)
     hostname: str = "localhost"

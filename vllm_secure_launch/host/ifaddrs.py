@@ -85,9 +85,9 @@ def read() -> dict[str, list[tuple[int, str, int]]] | None:
         if mtype != RTM_NEWLINK or len(msg) < IFINFOMSG.size:
             continue
         index = IFINFOMSG.unpack_from(msg)[2]
-        name = _attrs(msg, IFINFOMSG.size, len(msg)).get(IFLA_IFNAME)
-        if name is not None:
-            names[index] = _name(name)
+        raw_name = _attrs(msg, IFINFOMSG.size, len(msg)).get(IFLA_IFNAME)
+        if raw_name is not None:
+            names[index] = _name(raw_name)
             out.setdefault(names[index], [])
     for mtype, msg in addrs:
         if mtype != RTM_NEWADDR or len(msg) < IFADDRMSG.size:

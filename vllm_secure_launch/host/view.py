@@ -8,11 +8,12 @@ with a timeout) and the package-metadata search path. The defaults read the real
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
+from vllm_secure_launch.records import record
 
-@dataclass(frozen=True)
+
+@record
 class CommandResult:
     returncode: int | None  # None: timed out or could not be executed
     stdout: str
@@ -30,7 +31,7 @@ def import_pynvml() -> Any:
     return pynvml
 
 
-@dataclass(frozen=True)
+@record
 class HostView:
     dev_root: str = "/dev"
     ascend_root: str = "/usr/local/Ascend"

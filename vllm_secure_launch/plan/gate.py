@@ -19,11 +19,11 @@ Policy schema (TOML; every key optional):
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Any, Mapping
 
 from vllm_secure_launch.errors import PolicyFileError
 from vllm_secure_launch.findings import Finding
+from vllm_secure_launch.records import record
 from vllm_secure_launch.rules import gate_rules
 from vllm_secure_launch.surface import routes
 from vllm_secure_launch.surface.gate_table import (
@@ -42,7 +42,7 @@ _KEYS = {"enabled", "defaults", "public", "deny", "allow"}
 _VLLM_GUARDED = ("/v1", "/v2", "/inference", "/cohere")
 
 
-@dataclass(frozen=True)
+@record
 class GateSettings:
     enabled: bool
     config: Mapping[str, Any]  # the JSON object the gate reads from VSL_GATE_CONFIG

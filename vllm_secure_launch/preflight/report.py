@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, Mapping
 
 from vllm_secure_launch.findings import Finding, envelope
 from vllm_secure_launch.preflight.request import PreflightRequest
+from vllm_secure_launch.records import record
 
 GIB = 1024**3
 
 
-@dataclass(frozen=True)
+@record
 class DeviceFacts:
     """One device (or the CPU) as preflight saw it. `facts` holds plain JSON-able values."""
 
@@ -23,7 +24,7 @@ class DeviceFacts:
         return {"id": self.id, "name": self.name, **dict(self.facts)}
 
 
-@dataclass(frozen=True)
+@record
 class PlatformResult:
     """What one platform's checks return to `run`."""
 
@@ -32,7 +33,7 @@ class PlatformResult:
     env_updates: Mapping[str, str] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@record
 class PreflightReport:
     findings: tuple[Finding, ...]
     platform: str  # "cuda" | "ascend" | "cpu" | "none"

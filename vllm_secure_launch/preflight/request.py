@@ -7,10 +7,11 @@ count preflight checks is the count vLLM will open.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, Mapping
 
 from vllm_secure_launch.errors import UsageError
+from vllm_secure_launch.records import record
 from vllm_secure_launch.surface.args import ServeArgs
 
 ACCELERATORS = ("auto", "cuda", "ascend", "cpu")
@@ -31,7 +32,7 @@ _INT_FLAGS: tuple[tuple[str, str, int], ...] = (
 )
 
 
-@dataclass(frozen=True)
+@record
 class PreflightRequest:
     """The accelerator needs of one `vllm serve` on this node."""
 

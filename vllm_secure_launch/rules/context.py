@@ -3,23 +3,23 @@ and the few things derived from them once (internal network, multi-node shape, A
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Mapping
 
 from vllm_secure_launch.addresses import InternalNet, ResolveError, resolve_internal
 from vllm_secure_launch.config.policy import Policy
 from vllm_secure_launch.host.facts import HostFacts
+from vllm_secure_launch.records import record
 from vllm_secure_launch.surface.args import ServeArgs
 
 
-@dataclass(frozen=True)
+@record
 class KeyChoice:
     source: str  # "api-key-file", "credentials", "env", "argv" or "none"
     value: str | None
     problem: str | None = None  # why the chosen source is unusable (file mode, unreadable...)
 
 
-@dataclass(frozen=True)
+@record
 class Context:
     args: ServeArgs
     environ: Mapping[str, str]

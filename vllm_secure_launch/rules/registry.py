@@ -8,12 +8,11 @@ Families (shared/DESIGN.md): VSL1xx network, 2xx endpoints/auth, 3xx cluster, 4x
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from vllm_secure_launch.findings import Finding, Severity
+from vllm_secure_launch.records import record
 
 
-@dataclass(frozen=True)
+@record
 class Rule:
     id: str
     title: str

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
+
+from vllm_secure_launch.records import record
 
 DATA = os.path.join(os.path.dirname(__file__), "data", "advisories.toml")
 SEVERITIES = ("low", "medium", "high", "critical")
@@ -31,7 +32,7 @@ _PRE = {"a": 0, "alpha": 0, "b": 1, "beta": 1, "rc": 2, "c": 2, "pre": 2, "previ
 INF = float("inf")
 
 
-@dataclass(frozen=True)
+@record
 class Parsed:
     epoch: int
     release: tuple[int, ...]
@@ -203,7 +204,7 @@ def evaluate(condition: str, atom: Callable[[str, str], bool | None]) -> bool:
     return result
 
 
-@dataclass(frozen=True)
+@record
 class Match:
     advisory: Mapping[str, Any]
     distribution: str

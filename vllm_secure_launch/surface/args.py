@@ -3,11 +3,13 @@ resolved exactly as vLLM 0.32's FlexibleArgumentParser would. Produced by vllm_f
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, Mapping
 
+from vllm_secure_launch.records import record
 
-@dataclass(frozen=True)
+
+@record
 class ServeArgs:
     # The model as vLLM will see it: positional model_tag (wins), else --model, else YAML `model:`.
     model: str | None

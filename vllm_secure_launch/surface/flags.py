@@ -28,10 +28,10 @@ import functools
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from vllm_secure_launch.errors import UsageError
+from vllm_secure_launch.records import record
 from vllm_secure_launch.surface.args import ServeArgs
 
 if TYPE_CHECKING:
@@ -67,7 +67,7 @@ _ZERO_ARG_KINDS = frozenset({"help", "store_true", "store_false", "store_const",
 # The flag table
 
 
-@dataclass(frozen=True)
+@record
 class Flag:
     """One option of `vllm serve`, as vLLM's parser defines it."""
 
@@ -103,7 +103,7 @@ class Flag:
         return self.nargs in ("+", "*") or isinstance(self.nargs, int) and self.nargs > 1
 
 
-@dataclass(frozen=True)
+@record
 class FlagTable:
     vllm_version: str
     flags: tuple[Flag, ...]
@@ -226,7 +226,7 @@ def default_of(dest: str, *, table: FlagTable | None = None) -> Any:
 # Tokens carry where they came from, so values can say "argv", "config:<path>" or "dotted".
 
 
-@dataclass(frozen=True)
+@record
 class _Tok:
     text: str
     origin: str
@@ -604,7 +604,7 @@ def _collect_dotted(toks: list[_Tok], table: FlagTable, notes: list[str]) -> lis
 # Step 2: argparse (Python 3.11) on the serve subparser
 
 
-@dataclass(frozen=True)
+@record
 class _OptionMatch:
     flag: Flag | None  # None: unknown option
     string: str  # the option string it resolved to (or the token for unknown ones)

@@ -9,13 +9,14 @@ says so (docs/versions.md: what is still enforced then).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+
+from vllm_secure_launch.records import record
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
 KNOWN = ("0.32",)  # surfaces shipped, oldest first
 
 
-@dataclass(frozen=True)
+@record
 class Choice:
     surface: str  # "0.32"
     exact: bool
