@@ -23,12 +23,12 @@ from vllm_secure_launch.errors import LauncherError
 from vllm_secure_launch.exitcodes import ExitCode
 from vllm_secure_launch.findings import Finding, apply_waivers, blocking
 from vllm_secure_launch.firewall import cgroup as cg
-from vllm_secure_launch.firewall import holder
 from vllm_secure_launch.firewall.spec import Spec, ruleset
 from vllm_secure_launch.records import record
 from vllm_secure_launch.rules import firewall_rules as R
 
 CAP_NET_ADMIN = 12
+NFT_SONAME = "libnftables.so.1"  # the soname holder.library() loads first
 # Set in the keeper's environment only; the keeper removes them before vLLM starts.
 ENV_RULESET, ENV_CGROUP = "VSL_FIREWALL_RULESET", "VSL_FIREWALL_CGROUP"
 HUB_HOSTS = ("huggingface.co", "cdn-lfs.huggingface.co", "cdn-lfs-us-1.hf.co",
@@ -63,11 +63,40 @@ def unusable() -> str | None:
     if not os.access(parent, os.W_OK):
         return (f"the launcher's cgroup {parent} is not writable (systemd: Delegate=yes, or "
                 "run as root)")
+    if library_on_disk():
+        return None
+    from vllm_secure_launch.firewall import holder  # ctypes + dlopen: ~1 MiB, a few ms
+
     try:
         holder.library()
     except holder.NftError as exc:
         return str(exc)
     return None
+
+
+def library_on_disk(environ: Mapping[str, str] | None = None, root: str = "/") -> bool:
+    """libnftables.so.1 is in a directory the dynamic loader searches (LD_LIBRARY_PATH,
+    ld.so.conf.d, the system directories). Planning needs to know that it is there, not to load
+    it (that costs every dry run ~1 MiB and a few ms): the keeper loads it before vLLM starts
+    and refuses with 78 when it cannot. When it is not found here, the caller dlopens it, so a
+    library the loader finds some other way still counts."""
+    env = os.environ if environ is None else environ
+    dirs = [d for d in env.get("LD_LIBRARY_PATH", "").split(":") if d.startswith("/")]
+    conf = os.path.join(root, "etc/ld.so.conf.d")
+    try:
+        confs = sorted(n for n in os.listdir(conf) if n.endswith(".conf"))
+    except OSError:
+        confs = []
+    for name in confs:
+        try:
+            with open(os.path.join(conf, name), encoding="utf-8", errors="replace") as fh:
+                dirs += [ln.strip() for ln in fh if ln.strip().startswith("/")]
+        except OSError:
+            continue
+    machine = os.uname().machine
+    dirs += [f"/usr/lib/{machine}-linux-gnu", f"/lib/{machine}-linux-gnu", "/usr/lib64",
+             "/lib64", "/usr/lib", "/lib"]
+    return any(os.path.isfile(os.path.join(root, d.lstrip("/"), NFT_SONAME)) for d in dirs)
 
 
 def name(pid: int) -> str:
