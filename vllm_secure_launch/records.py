@@ -25,7 +25,8 @@ def _init(cls: type[Any], fields: tuple[dataclasses.Field[Any], ...]) -> Callabl
     names = tuple(f.name for f in fields)
     known = frozenset(names)
     defaults = {f.name: f.default for f in fields if f.default is not _MISSING}
-    factories: dict[str, Any] = {f.name: f.default_factory for f in fields if f.default_factory is not _MISSING}
+    factories: dict[str, Any] = {f.name: f.default_factory for f in fields
+                                 if f.default_factory is not _MISSING}
     post_init = getattr(cls, "__post_init__", None)
     where = f"{cls.__qualname__}.__init__()"
 
