@@ -17,7 +17,7 @@ import yaml
 from vllm_secure_launch import rules
 from vllm_secure_launch.addresses import IfAddr
 from vllm_secure_launch.config import policy as policy_mod
-from vllm_secure_launch.host.facts import HostFacts, SecretFile
+from vllm_secure_launch.host.facts import HostFacts, SecretFile, TokenFile
 from vllm_secure_launch.plan.build import build_plan
 from vllm_secure_launch.rules import catalogs
 from vllm_secure_launch.surface import flags
@@ -65,6 +65,9 @@ def _host(overrides: dict[str, Any]) -> HostFacts:
     for key, value in overrides.items():
         if key in ("api_key_file", "credential_key"):
             base[key] = _secret(value)
+        elif key == "ray_token":
+            base[key] = TokenFile(**{**value, "mode": int(value["mode"], 8)
+                                     if isinstance(value.get("mode"), str) else value.get("mode")})
         elif key == "hostname_addrs":
             base[key] = tuple(value)
         else:

@@ -50,7 +50,9 @@ def prepare(cli: Mapping[str, Any], vllm_args: Sequence[str],
                                policy.allowed_media_dirs,
                                paths=(media,) if isinstance(media, str) else (),
                                vllm_command=policy.vllm_command, packages=packages,
-                               surface=(choice.surface, choice.exact, choice.why))
+                               surface=(choice.surface, choice.exact, choice.why),
+                               ray_token_file=policy.ray_token_file
+                               or environ.get("RAY_AUTH_TOKEN_PATH", ""))
     from vllm_secure_launch.firewall.enforce import plan_firewall
 
     platform = accelerator(policy, environ)

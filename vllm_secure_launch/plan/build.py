@@ -13,7 +13,7 @@ from vllm_secure_launch.findings import Finding, apply_waivers, blocking
 from vllm_secure_launch.host.facts import HostFacts
 from vllm_secure_launch.plan import gate as gate_config
 from vllm_secure_launch.plan.model import ExpectedListeners, Plan, Supervision
-from vllm_secure_launch.rules import evaluate, guard_rules
+from vllm_secure_launch.rules import evaluate, guard_rules, ray_serve_rules
 from vllm_secure_launch.rules.cluster_rules import is_follower
 from vllm_secure_launch.rules.context import Context, build_context
 from vllm_secure_launch.rules.env_rules import LOADER_PREFIXES, PRESENCE, SCRUB
@@ -131,7 +131,7 @@ def _removed_names(environ: Mapping[str, str], policy: Policy) -> list[str]:
 def _child_env(ctx: Context, internal: InternalNet | None, rpc_dir: str,
                gate_env: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str], list[str]]:
     environ, policy = ctx.environ, ctx.policy
-    removed = _removed_names(environ, policy)
+    removed = sorted({*_removed_names(environ, policy), *ray_serve_rules.removed_names(ctx)})
     env = {k: v for k, v in environ.items() if k not in removed}
     set_: dict[str, str] = {
         "VLLM_NO_USAGE_STATS": "1",
@@ -158,6 +158,9 @@ def _child_env(ctx: Context, internal: InternalNet | None, rpc_dir: str,
                             else inductor_cache(environ, rpc_dir)), "outlines")
     if internal is not None:
         set_.update(_network_env(internal, ctx.accelerator))
+    # Ray backend: vLLM's driver joins the named cluster with token auth (issue 14). Ray's
+    # workers run under the raylets' environment, which `ray start` gives its own allowed set.
+    set_.update(ray_serve_rules.child_env(ctx))
     if policy.tcpstore_guard:
         set_["VSL_TCPSTORE_ALLOWED"] = ",".join(_guard_allowed(internal, policy))
     if ctx.key.value is not None and ctx.key.problem is None:
@@ -222,7 +225,9 @@ def build_plan(
         report_path=policy.report or None,
     )
     secret_names = SECRET_NAMES | gate_config.secret_env_names(policy.gate_policy)
-    secret = frozenset(n for n in env_set if n in secret_names or "KEY" in n or "TOKEN" in n)
+    # A *_PATH variable names a file (RAY_AUTH_TOKEN_PATH): the path is shown, the file is not.
+    secret = frozenset(n for n in env_set if n in secret_names or (
+        ("KEY" in n or "TOKEN" in n) and not n.endswith("_PATH")))
     return Plan(
         decision=decision, argv=tuple(argv), env=env, env_set=env_set,
         env_removed=tuple(env_removed), secret_env=secret, api=api, expected=expected,

@@ -244,8 +244,11 @@ def check_caches(ctx: Context) -> list[Finding]:
 def check_ray_address(ctx: Context) -> list[Finding]:
     import ipaddress
 
+    from vllm_secure_launch.rules.ray_serve_rules import NON_ADDRESSES, ray_backend
+
     raw = ctx.environ.get("RAY_ADDRESS", "").strip()
-    if not raw or raw == "local":
+    # On a Ray backend "auto"/"local" are no address at all: VSL725 refuses them.
+    if not raw or raw == "local" or (ray_backend(ctx) and raw.lower() in NON_ADDRESSES):
         return []
     host = raw.split("://", 1)[-1].rsplit(":", 1)[0].strip("[]")
     try:
@@ -255,8 +258,10 @@ def check_ray_address(ctx: Context) -> list[Finding]:
     net = ctx.internal.network if ctx.internal else None
     if ip is not None and (ip.is_loopback or (net and ip in ipaddress.ip_network(net))):
         return []
-    return [RAY_ADDRESS_OUTSIDE.finding("RAY_ADDRESS", f"RAY_ADDRESS={raw!r} is not on loopback "
-                                        f"or the internal network ({net or 'none configured'})")]
+    what = "names a host, not an IP, and" if ip is None else "is"
+    return [RAY_ADDRESS_OUTSIDE.finding("RAY_ADDRESS", f"RAY_ADDRESS={raw!r} {what} not on "
+                                        f"loopback or the internal network "
+                                        f"({net or 'none configured'})")]
 
 
 def check_vllm_port(ctx: Context) -> list[Finding]:
