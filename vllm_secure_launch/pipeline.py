@@ -62,7 +62,29 @@ def prepare(cli: Mapping[str, Any], vllm_args: Sequence[str],
     plan = build_plan(args, environ, policy, facts, accelerator=platform,
                       extra_findings=derived)
     plan = with_preflight(plan, preflight(plan, args), policy)
-    return Prepared(plan_firewall(plan, policy, args), policy, args)
+    plan = plan_firewall(plan, policy, args)
+    return Prepared(ray_cluster(plan, args, policy, facts.packages_source), policy, args)
+
+
+def ray_cluster(plan: Plan, args: ServeArgs, policy: Policy, python: str) -> Plan:
+    """On a Ray backend, the live check of the cluster vLLM will join (preflight/ray_cluster.py
+    observes in a child of vLLM's interpreter, rules/ray_live_rules.py judges): last, so it
+    knows whether the kernel firewall will hold vLLM's driver port."""
+    from vllm_secure_launch.plan.amend import with_ray_cluster
+
+    if "ray" not in (args.get("distributed_executor_backend"), args.get("data_parallel_backend")):
+        return plan
+    if plan.decision != "start":
+        return with_ray_cluster(plan, {"checked": False, "why": "the plan is refused before the "
+                                       "cluster check"}, (), (), policy)
+    from vllm_secure_launch.preflight import ray_cluster as observe
+    from vllm_secure_launch.rules.ray_live_rules import judge
+
+    local = [ip for ip in (plan.internal_ip, "127.0.0.1") if ip]
+    obs = observe.observe(python, plan.env, local)
+    verdict = judge(obs, plan.facts.get("internal_network"))
+    return with_ray_cluster(plan, {"checked": True, **obs.to_dict()}, verdict.findings,
+                            verdict.worker_ports, policy)
 
 
 def cluster_amend(args: ServeArgs, environ: Mapping[str, str], policy: Policy, facts: Any,

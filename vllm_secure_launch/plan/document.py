@@ -36,6 +36,7 @@ def plan_body(plan: Plan) -> dict[str, Any]:
         "vllm": plan.facts.get("vllm"),
         "preflight": plan.facts.get("preflight"),
         "firewall": plan.facts.get("firewall"),
+        "ray": plan.facts.get("ray"),
     }
 
 

@@ -19,17 +19,22 @@ __all__ = ["ApiEndpoint", "ExpectedListeners", "Plan", "Supervision"]
 class ExpectedListeners:
     """What may listen. The API socket on exactly api.host:api.port; anything else only on an
     address of `internal_ips` (any port: vLLM's internal ports are kernel-assigned), plus
-    loopback when `allow_loopback`. Wildcards are never allowed."""
+    loopback when `allow_loopback`. Wildcards are never allowed, except TCP on `wildcard_ports`:
+    the worker ports of this host's Ray node when vLLM is a Ray driver (Ray 2.60 binds a
+    driver's core-worker port to the wildcard whatever the node address; the plan sets them
+    only behind the kernel firewall or with VSL736 waived)."""
 
     api: ApiEndpoint
     internal_ips: tuple[str, ...]
     allow_loopback: bool = True
+    wildcard_ports: tuple[tuple[int, int], ...] = ()  # inclusive (first, last) TCP ranges
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "api": {"host": self.api.host, "port": self.api.port, "uds": self.api.uds},
             "internal_ips": list(self.internal_ips),
             "allow_loopback": self.allow_loopback,
+            "wildcard_ports": [list(r) for r in self.wildcard_ports],
         }
 
 

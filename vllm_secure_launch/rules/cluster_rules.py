@@ -19,7 +19,7 @@ RAY_DAEMONS = Rule(
     "VSL302", "Ray's own daemons are started outside the launcher", Severity.WARNING,
     "start every Ray node with `vllm-secure-launch ray start` (token auth, internal address, "
     "pinned ports, dashboard off, its own audit and kernel firewall); this launcher checks the "
-    "cluster before vLLM joins it (VSL730-VSL739), but its socket audit covers only vLLM's "
+    "cluster before vLLM joins it (VSL730-VSL736), but its socket audit covers only vLLM's "
     "process tree",
 )
 FOLLOWER_NO_HEAD = Rule(

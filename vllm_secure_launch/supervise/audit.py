@@ -6,7 +6,9 @@ Allowed (ExpectedListeners): the API socket on exactly api.host:api.port; any po
 address of `internal_ips` (vLLM's internal ports are kernel-assigned, so a port allowlist
 cannot work: shared/reference/vllm-0.32-surface.md §1.5); loopback when `allow_loopback`.
 Wildcards (0.0.0.0, ::, ::ffff:0.0.0.0) are never allowed: a dual-stack [::] listener accepts
-IPv4 as well, so IPv6 tables are read too.
+IPv4 as well, so IPv6 tables are read too. The one exception is a Ray driver's core-worker
+port (ExpectedListeners.wildcard_ports: the local raylet's worker ports, set only behind the
+kernel firewall; rules/ray_live_rules.py).
 """
 
 from __future__ import annotations
@@ -67,7 +69,7 @@ class Listener:
 class Verdict:
     listener: Listener
     allowed: bool
-    reason: str  # "api" | "internal" | "loopback" | "wildcard" | "unplanned"
+    reason: str  # "api" | "internal" | "loopback" | "ray-worker-port" | "wildcard" | "unplanned"
     rule_id: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -133,6 +135,9 @@ def judge(expected: ExpectedListeners, listener: Listener) -> Verdict:
     addr = canonical_ip(listener.address)
     api = expected.api
     if is_wildcard(addr):
+        if listener.proto == "tcp" and any(a <= listener.port <= b
+                                           for a, b in expected.wildcard_ports):
+            return Verdict(listener, True, "ray-worker-port")
         return Verdict(listener, False, "wildcard", R.WILDCARD_LISTENER.id)
     if (
         api.host is not None
