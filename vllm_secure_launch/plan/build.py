@@ -160,7 +160,8 @@ def _child_env(ctx: Context, internal: InternalNet | None, rpc_dir: str,
         set_.update(_network_env(internal, ctx.accelerator))
     # Ray backend: vLLM's driver joins the named cluster with token auth (issue 14). Ray's
     # workers run under the raylets' environment, which `ray start` gives its own allowed set.
-    set_.update(ray_serve_rules.child_env(ctx))
+    ray_env = ray_serve_rules.child_env(ctx)
+    set_.update(ray_env)
     if policy.tcpstore_guard:
         set_["VSL_TCPSTORE_ALLOWED"] = ",".join(_guard_allowed(internal, policy))
     if ctx.key.value is not None and ctx.key.problem is None:
@@ -172,7 +173,10 @@ def _child_env(ctx: Context, internal: InternalNet | None, rpc_dir: str,
     # Extra gate keys (VSL_GATE_KEY_*) the policy names: passed on from the launcher's env.
     set_.update(gate_config.key_env(policy.gate_policy, environ))
     env.update(set_)
-    changed = {k: v for k, v in set_.items() if environ.get(k) != v or k in removed}
+    # The Ray variables are shown even when inherited unchanged: they say which cluster vLLM
+    # joins with which token file (the dry run must show both).
+    changed = {k: v for k, v in set_.items() if environ.get(k) != v or k in removed
+               or k in ray_env}
     removed = [n for n in removed if n not in set_]
     return env, changed, removed
 
