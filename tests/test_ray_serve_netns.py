@@ -208,8 +208,8 @@ def test_dashboard_on_a_non_loopback_address_is_refused(net, tmp):
     head = Head(net, tmp, dashboard=HEAD_INT)
     try:
         # The dashboard comes up after `ray start` returns: wait until it listens.
-        probe = ("import socket,sys\ntry: socket.create_connection(('%s',8265),1).close()\n"
-                 "except OSError: sys.exit(1)\n" % HEAD_INT)
+        probe = (f"import socket,sys\ntry: socket.create_connection(('{HEAD_INT}',8265),1)"
+                 ".close()\nexcept OSError: sys.exit(1)\n")
         wait_for(lambda: subprocess.run(["nsenter", f"--net=/run/netns/{net.peer}",
                                          sys.executable, "-c", probe]).returncode == 0,
                  90, 1.0, what="the dashboard on 8265")
