@@ -19,18 +19,28 @@ __all__ = ["ApiEndpoint", "ExpectedListeners", "Plan", "Supervision"]
 class ExpectedListeners:
     """What may listen. The API socket on exactly api.host:api.port; anything else only on an
     address of `internal_ips` (any port: vLLM's internal ports are kernel-assigned), plus
-    loopback when `allow_loopback`. Wildcards are never allowed."""
+    loopback when `allow_loopback`. Wildcards are allowed only on `confined_ports`: ranges
+    of ports whose wildcard listeners the kernel firewall confines to the internal network
+    (Ray's C++ servers, which bind the wildcard whatever they are told; raycluster/plan.py)."""
 
     api: ApiEndpoint
     internal_ips: tuple[str, ...]
     allow_loopback: bool = True
+    confined_ports: tuple[tuple[int, int], ...] = ()  # inclusive (low, high) ranges
+
+    def confined(self, port: int) -> bool:
+        return any(lo <= port <= hi for lo, hi in self.confined_ports)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "api": {"host": self.api.host, "port": self.api.port, "uds": self.api.uds},
             "internal_ips": list(self.internal_ips),
             "allow_loopback": self.allow_loopback,
         }
+        if self.confined_ports:
+            out["confined_wildcard_ports"] = [f"{lo}" if lo == hi else f"{lo}-{hi}"
+                                              for lo, hi in self.confined_ports]
+        return out
 
 
 @dataclass(frozen=True)

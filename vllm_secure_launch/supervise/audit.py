@@ -67,7 +67,7 @@ class Listener:
 class Verdict:
     listener: Listener
     allowed: bool
-    reason: str  # "api" | "internal" | "loopback" | "wildcard" | "unplanned"
+    reason: str  # "api" | "internal" | "loopback" | "confined" | "wildcard" | "unplanned"
     rule_id: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -133,6 +133,10 @@ def judge(expected: ExpectedListeners, listener: Listener) -> Verdict:
     addr = canonical_ip(listener.address)
     api = expected.api
     if is_wildcard(addr):
+        if listener.proto == "tcp" and expected.confined(listener.port):
+            # A pinned Ray port that binds the wildcard regardless: the plan only lists it
+            # while the kernel firewall confines it (raycluster/plan.py).
+            return Verdict(listener, True, "confined")
         return Verdict(listener, False, "wildcard", R.WILDCARD_LISTENER.id)
     if (
         api.host is not None

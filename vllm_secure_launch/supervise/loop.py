@@ -216,9 +216,16 @@ class _Run:
         if self.plan.api.headless:
             # A headless node (--headless, --api-server-count 0) has no API server and so no
             # /health: it counts as ready once started and its first audit is clean; the
-            # continuous audit then covers the listeners its engines open later.
-            self.ui.info("headless: no API server to wait for; ready after a clean audit",
-                         event="healthy", elapsed=round(self.elapsed(), 3))
+            # continuous audit then covers the listeners its engines open later. A plan may
+            # name ports that must listen first (a Ray node: GCS and raylet; raycluster/).
+            ports = tuple(self.plan.facts.get("ready_ports") or ())
+            if ports and not self.ports_listening(now, ports):
+                self.expire_loading()
+                return
+            what = (f"listening on {', '.join(map(str, ports))}" if ports else
+                    "headless: no API server to wait for")
+            self.ui.info(f"{what}; ready after a clean audit", event="healthy",
+                         elapsed=round(self.elapsed(), 3))
             self.on_healthy(self.clock())
             return
         if self.wait.due(now):
@@ -230,10 +237,27 @@ class _Run:
                 self.on_healthy(self.clock())
                 return
             self.wait.retry(self.clock())
+        self.expire_loading()
+
+    def ports_listening(self, now: float, ports: tuple[int, ...]) -> bool:
+        """Whether the tree listens on every one of `ports` (polled on the probe backoff)."""
+        if not self.wait.due(now):
+            return False
+        try:
+            seen = {lst.port for lst in self.watch.scanner.scan(now, force=True).listeners}
+        except OSError:
+            seen = set()
+        if set(ports) <= seen:
+            return True
+        self.wait.retry(self.clock())
+        return False
+
+    def expire_loading(self) -> None:
         if self.wait.expired(self.clock()) and self.phase == "loading":
+            what = ("GET /health did not return 200" if not self.plan.api.headless else
+                    "the planned ports did not listen")
             self.record(R.NOT_READY_IN_TIME.finding(
-                self.plan.api.url("/health"),
-                f"GET /health did not return 200 within {self.sv.ready_timeout:g} s.",
+                self.plan.api.url("/health"), f"{what} within {self.sv.ready_timeout:g} s.",
             ))
             self.begin_stop("not healthy in time", code=ExitCode.NOT_READY)
 
