@@ -39,7 +39,8 @@ def ray_host(overrides: dict[str, Any] | None = None) -> RayHost:
             t["mode"] = int(t["mode"], 8)
         token = R.TokenFacts(**t)
     heads = {k: tuple(v) for k, v in (o.pop("head_addrs", None) or {}).items()}
-    base = HostFacts(interfaces=IFACES, uid=0, pid=4242, runtime_dir="/run/t")
+    base = HostFacts(interfaces=IFACES, uid=0, pid=4242,
+                     runtime_dir=o.pop("runtime_dir", "/run/t"))
     kw: dict[str, Any] = dict(host=base, ray_command="/venv/bin/ray", ray_version="2.60.0",
                               ray_client=False, token=token, head_addrs=heads)
     kw.update(o)
@@ -96,8 +97,9 @@ def test_head_command_line_pins_every_port_and_the_internal_address(tmp_path):
     assert plan.env_set == {
         "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": "/etc/ray/token",
         "RAY_USAGE_STATS_ENABLED": "0", "RAY_enable_metrics_collection": "0",
-        "DASHBOARD_METRIC_PORT": "6386", "AUTOSCALER_METRIC_PORT": "6387",
-        "VSL_TCPSTORE_ALLOWED": "10.0.0.5,127.0.0.1,::1"}
+        "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0", "DASHBOARD_METRIC_PORT": "6386", "AUTOSCALER_METRIC_PORT": "6387",
+        "VSL_TCPSTORE_ALLOWED": "10.0.0.5,127.0.0.1,::1", "VLLM_HOST_IP": "10.0.0.5",
+        "GLOO_SOCKET_IFNAME": "eth1", "NCCL_SOCKET_IFNAME": "=eth1", "TP_SOCKET_IFNAME": "eth1"}
     assert plan.expected.internal_ips == ("10.0.0.5",)
     assert plan.expected.confined_ports == ((6379, 6379), (6380, 6380), (6381, 6381),
                                             (6383, 6383), (6385, 6385), (6386, 6386),

@@ -8,8 +8,9 @@ firewall and the dry-run views run a Ray node exactly as they run vLLM:
   (or on 127.0.0.1), usage stats off, --temp-dir in the launcher's 0700 run directory, and
   --block (the launcher stays the node's supervisor);
 * env: RAY_AUTH_MODE=token and RAY_AUTH_TOKEN_PATH, usage stats and metrics collection off,
-  the head's two Prometheus ports pinned, the TCPStore guard's allowed set (Ray's workers
-  inherit the environment), RAY_AUTH_TOKEN and RAY_ADDRESS removed;
+  the head's two Prometheus ports pinned, and for Ray's workers (they inherit the node's
+  environment) the TCPStore guard's allowed set, VLLM_HOST_IP and the gloo/NCCL/TensorPipe
+  interface; RAY_AUTH_TOKEN and RAY_ADDRESS removed;
 * expected listeners: anything on the internal address or loopback; the wildcard only on the
   pinned ports of the listeners that bind it regardless, and only while the kernel firewall
   confines them (otherwise VSL715 refuses the start).
@@ -26,6 +27,7 @@ from vllm_secure_launch.cluster import derive
 from vllm_secure_launch.config.policy import Policy
 from vllm_secure_launch.findings import Finding, apply_waivers, blocking
 from vllm_secure_launch.host.facts import HostFacts
+from vllm_secure_launch.plan.build import _network_env
 from vllm_secure_launch.plan.model import ExpectedListeners, Plan, Supervision
 from vllm_secure_launch.rules import cluster_rules
 from vllm_secure_launch.rules import ray_start_rules as R
@@ -33,8 +35,11 @@ from vllm_secure_launch.surface import ray_start as S
 
 ENV_GUARD = "VSL_TCPSTORE_ALLOWED"  # guard/install.py ENV_ALLOWED
 # Set for every Ray process of the node (docs/ray.md, "Environment").
+# RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S=0: a stop signal reaches the whole tree at once (the
+# process group), so the GCS is gone before `ray start`'s SIGTERM handler could drain the node
+# through it; with the default the handler waits out the drain timeout (_private/node.py:643).
 FIXED_ENV = {"RAY_AUTH_MODE": "token", "RAY_USAGE_STATS_ENABLED": "0",
-             "RAY_enable_metrics_collection": "0"}
+             "RAY_enable_metrics_collection": "0", "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}
 REMOVED = ("RAY_AUTH_TOKEN", "RAY_ADDRESS")
 # The options the launcher writes itself (the user's value is judged, then rewritten).
 OWN = ("--head", "--address", "--node-ip-address", "--block", "--disable-usage-stats",
@@ -116,6 +121,7 @@ def _context(args: S.RayArgs, argv_error: str | None, environ: Mapping[str, str]
         firewall_unusable=facts.firewall_unusable,
         temp_parent_private=facts.temp_parent_private, argv_error=argv_error,
         derived_head=head_ip if derived_head is False else None, ray_client=facts.ray_client,
+        planned_temp_dir=os.path.join(run_dir(facts.host), "ray"),
         extra=tuple(extra))
     return ctx, head_ip
 
@@ -148,6 +154,10 @@ def _ray_argv(ctx: R.RayContext, facts: RayHost, head_ip: str | None,
 
 def _env(ctx: R.RayContext, token: str, policy: Policy) -> dict[str, str]:
     env = {**FIXED_ENV, "RAY_AUTH_TOKEN_PATH": token}
+    if ctx.internal is not None:
+        # Ray's workers inherit the node's environment: vLLM, gloo, NCCL and TensorPipe in them
+        # pick the internal interface exactly as under `serve` (plan/build.py).
+        env.update(_network_env(ctx.internal, "cpu"))
     for opt, port in R.final_ports(ctx).items():
         if not opt.startswith("--"):
             env[opt] = str(port)

@@ -141,6 +141,7 @@ class RayContext:
     temp_parent_private: bool | None = None  # the user's --temp-dir parent: 0700 and ours
     argv_error: str | None = None
     derived_head: str | None = None  # the head's internal IP derived from Slurm
+    planned_temp_dir: str = ""  # the launcher's own --temp-dir (when the user gives none)
     ray_client: bool = False  # grpcio is installed: Ray starts its Client server on the head
     extra: tuple[Finding, ...] = field(default=())
 
@@ -350,12 +351,27 @@ def _token_findings(ctx: RayContext) -> list[Finding]:
     return [TOKEN_FILE.finding(t.path, f"{t.path}: {p}") for p in problems]
 
 
+# Ray puts its sockets at TEMP/session_YYYY-MM-DD_HH-MM-SS_UUUUUU_PID/sockets/plasma_store
+# (63 characters after TEMP with a 5-digit pid, up to 65 with 7) and refuses a path over the
+# 107 bytes of sun_path (_private/utils.py:1760): a longer TEMP fails only after a slow start.
+SOCKET_TAIL = 65
+SUN_PATH = 107
+
+
 def check_temp_dir(ctx: RayContext) -> list[Finding]:
+    out = []
     given = ctx.args.get("--temp-dir")
-    if given is None or ctx.temp_parent_private:
-        return []
-    return [TEMP_DIR.finding("--temp-dir", f"--temp-dir {given}: its parent is not a 0700 "
-                             "directory of the service user")]
+    if given is not None and not ctx.temp_parent_private:
+        out.append(TEMP_DIR.finding("--temp-dir", f"--temp-dir {given}: its parent is not a "
+                                    "0700 directory of the service user"))
+    temp = given or ctx.planned_temp_dir
+    if temp and len(temp.encode()) + SOCKET_TAIL > SUN_PATH:
+        out.append(TEMP_DIR.finding("--temp-dir", (
+            f"{temp} is {len(temp.encode())} bytes: Ray's socket paths below it would exceed "
+            f"the {SUN_PATH} bytes of a unix socket address"), remedy=(
+            "use a shorter --temp-dir, or a shorter run directory base ([launcher] "
+            "runtime_dir, VSL_RUNTIME_DIR, $RUNTIME_DIRECTORY)")))
+    return out
 
 
 def check_firewall(ctx: RayContext) -> list[Finding]:
