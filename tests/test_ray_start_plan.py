@@ -149,7 +149,7 @@ def test_no_confined_wildcard_without_the_firewall(tmp_path):
 
 def test_token_value_never_in_the_plan(tmp_path):
     plan = plan_for(["--head"], tmp=tmp_path)
-    assert all("RAY_AUTH_TOKEN" != k for k in plan.env_set)
+    assert all(k != "RAY_AUTH_TOKEN" for k in plan.env_set)
 
 
 def test_parser_reads_both_spellings_and_refuses_a_missing_value():

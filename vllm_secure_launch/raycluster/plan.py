@@ -236,7 +236,10 @@ def _facts(ctx: R.RayContext, token: str, temp_dir: str,
         ray.update({"ports": R.final_ports(ctx), "worker_ports": [
             f"{lo}-{hi}" for lo, hi in R.worker_ports(ctx)], "ready_ports": _ready_ports(ctx),
             "kernel_confined": bool(confined)})
-    return {"ray": ray, "ready_ports": ray.get("ready_ports", []),
+    # `ray start` writes TEMP/ray_current_cluster once the node has started
+    # (scripts/scripts.py:1258, after "Ray runtime started."): the launcher's ready point.
+    ready_paths = [os.path.join(temp_dir, "ray_current_cluster")] if start else []
+    return {"ray": ray, "ready_ports": ray.get("ready_ports", []), "ready_paths": ready_paths,
             "internal_network": ctx.internal.network if ctx.internal else None,
             "waivers": dict(ctx.policy.waivers),
             "policy": ctx.policy.source}

@@ -217,7 +217,8 @@ class _Run:
             # A headless node (--headless, --api-server-count 0) has no API server and so no
             # /health: it counts as ready once started and its first audit is clean; the
             # continuous audit then covers the listeners its engines open later. A plan may
-            # name ports that must listen first (a Ray node: GCS and raylet; raycluster/).
+            # name ports that must listen and files that must exist first (a Ray node: GCS
+            # and raylet, and the address file `ray start` writes once the node is up).
             ports = tuple(self.plan.facts.get("ready_ports") or ())
             if ports and not self.ports_listening(now, ports):
                 self.expire_loading()
@@ -247,7 +248,8 @@ class _Run:
             seen = {lst.port for lst in self.watch.scanner.scan(now, force=True).listeners}
         except OSError:
             seen = set()
-        if set(ports) <= seen:
+        paths = self.plan.facts.get("ready_paths") or ()
+        if set(ports) <= seen and all(os.path.exists(p) for p in paths):
             return True
         self.wait.retry(self.clock())
         return False
