@@ -172,3 +172,21 @@ def test_port_table_matches_the_documented_values():
     docs = (Path(__file__).parent.parent / "docs" / "ray.md").read_text(encoding="utf-8")
     for p in S.PORTS:
         assert f"`{p.option}`" in docs and str(p.default) in docs, p.option
+
+
+SLURM_W = {"SLURM_JOB_ID": "77", "SLURM_STEP_NODELIST": "n[1-2]", "SLURMD_NODENAME": "n2",
+           "SLURM_STEP_TASKS_PER_NODE": "1(x2)", "SLURM_LOCALID": "0"}
+
+
+def test_slurm_worker_joins_the_heads_gcs_port(tmp_path):
+    """The same argv on every node: the worker joins the head's --port and drops it itself."""
+    plan = plan_for(["--port", "7000"], env=SLURM_W, host={"head_addrs": {"n1": ["10.0.0.1"]}},
+                    tmp=tmp_path)
+    o = _opts(plan)
+    assert plan.decision == "start" and o["--address"] == "10.0.0.1:7000"
+    assert "--port" not in o and "--head" not in o
+
+
+def test_slurm_head_is_the_first_node(tmp_path):
+    plan = plan_for([], env={**SLURM_W, "SLURMD_NODENAME": "n1"}, tmp=tmp_path)
+    assert "--head" in _opts(plan) and plan.facts["ray"]["role"] == "head"
