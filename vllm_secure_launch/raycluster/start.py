@@ -42,8 +42,7 @@ def prepare(cli: Mapping[str, Any], ray_argv: Sequence[str],
     policy = load(cli, environ)
     facts = host.collect(list(ray_argv), environ, policy)
     plan = build(ray_argv, environ, policy, facts)
-    if plan.refused:
-        return Prepared(plan, policy)
+    # Also for a refused plan: the dry run shows the table the start would load.
     return Prepared(plan_firewall(plan, policy, {}), policy)
 
 
