@@ -14,12 +14,20 @@ import re
 # Applied to options vLLM does not know (vLLM would refuse them anyway, so a generous match
 # costs nothing): any of these fragments, in any spelling, marks the option as secret-bearing.
 _SECRET = re.compile(r"ke[ey]|tok|secret|pass|pwd|cred|auth|cookie|bearer|sess")
+# vLLM's own secret options, as the test above normalises them: a cut-short spelling such as
+# `--api-ke` or `--hf-tok` is an abbreviation argparse would expand to one of them, so it is
+# secret-bearing too, even where it ends up as another option's value (`--x. --api-ke K`).
+_SECRET_OPTIONS = ("apikey", "hftoken")
+_MIN_ABBREV = 4  # "apik", "hfto": shorter prefixes are ambiguous between many options
 
 
 def looks_secret(option: str) -> bool:
-    """True for option names such as --api-keyy, --apikey, --auth-token, --db_password."""
+    """True for option names such as --api-keyy, --apikey, --api-ke, --auth-token, --db_password."""
     name = option.split("=", 1)[0].lstrip("-").lower()
-    return bool(_SECRET.search(name.replace("_", "").replace("-", "").replace(".", "")))
+    flat = name.replace("_", "").replace("-", "").replace(".", "")
+    if len(flat) >= _MIN_ABBREV and any(full.startswith(flat) for full in _SECRET_OPTIONS):
+        return True
+    return bool(_SECRET.search(flat))
 
 
 def redact_argv(argv: tuple[str, ...] | list[str], secret_options: set[str]) -> tuple[str, ...]:
