@@ -59,7 +59,7 @@ def prepare(cli: Mapping[str, Any], vllm_args: Sequence[str],
     args, derived = cluster_amend(args, environ, policy, facts, platform)
     plan = build_plan(args, environ, policy, facts, accelerator=platform,
                       extra_findings=derived)
-    plan = with_preflight(plan, preflight(plan, args), policy)
+    plan = with_preflight(plan, preflight(plan, args, policy.npu_peers), policy)
     return Prepared(plan_firewall(plan, policy, args), policy, args)
 
 
@@ -81,11 +81,11 @@ def accelerator(policy: Policy, environ: Mapping[str, str]) -> str:
     return detect.platform(environ)
 
 
-def preflight(plan: Plan, args: ServeArgs) -> Any:
+def preflight(plan: Plan, args: ServeArgs, npu_peers: str = "") -> Any:
     from vllm_secure_launch.preflight import runner
 
     # Judge the environment vLLM will actually get, not the launcher's own.
-    return runner.run_for_serve(args, plan.env, plan.accelerator)
+    return runner.run_for_serve(args, plan.env, plan.accelerator, npu_peers=npu_peers)
 
 
 def decision_code(plan: Plan) -> ExitCode:
