@@ -54,6 +54,7 @@ class Policy:
     slurm: str = "auto"
     node_list: str = ""
     node_rank: str = ""
+    npu_peers: str = ""
     ray_token_file: str = ""
     waivers: Mapping[str, str] = field(default_factory=dict)
     gate_policy: Mapping[str, Any] = field(default_factory=dict)

@@ -137,6 +137,11 @@ SETTINGS: tuple[Setting, ...] = (
             "Outside Slurm: all nodes, head first, e.g. 'gpu[01-04]'.", metavar="HOSTLIST"),
     Setting("node_rank", "cluster", STR, "",
             "Outside Slurm: this node's index in the node list.", metavar="N"),
+    Setting("npu_peers", "cluster", STR, "",
+            "Multi-node Ascend: the peers' NPU addresses that preflight pings with hccn_tool: "
+            "an HCCL rank table file, a file with one IP per line, or IPs separated by commas "
+            "(the same on every node; each node leaves out its own).",
+            metavar="FILE|IPS"),
     # [ray] — the Ray backend (`ray start` through the launcher, serve on Ray; docs/ray.md)
     Setting("ray_token_file", "ray", STR, "",
             "Ray's token file (RAY_AUTH_TOKEN_PATH), mode 0600; `ray start --head` creates it "

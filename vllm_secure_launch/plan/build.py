@@ -12,6 +12,7 @@ from vllm_secure_launch.config.policy import Policy
 from vllm_secure_launch.findings import Finding, apply_waivers, blocking
 from vllm_secure_launch.host.facts import HostFacts
 from vllm_secure_launch.plan import gate as gate_config
+from vllm_secure_launch.plan import hccl
 from vllm_secure_launch.plan.model import ExpectedListeners, Plan, Supervision
 from vllm_secure_launch.rules import evaluate, guard_rules
 from vllm_secure_launch.rules.cluster_rules import is_follower
@@ -129,7 +130,8 @@ def _removed_names(environ: Mapping[str, str], policy: Policy) -> list[str]:
 
 
 def _child_env(ctx: Context, internal: InternalNet | None, rpc_dir: str,
-               gate_env: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str], list[str]]:
+               gate_env: Mapping[str, str], extra_env: Mapping[str, str] | None = None
+               ) -> tuple[dict[str, str], dict[str, str], list[str]]:
     environ, policy = ctx.environ, ctx.policy
     removed = _removed_names(environ, policy)
     env = {k: v for k, v in environ.items() if k not in removed}
@@ -158,6 +160,8 @@ def _child_env(ctx: Context, internal: InternalNet | None, rpc_dir: str,
                             else inductor_cache(environ, rpc_dir)), "outlines")
     if internal is not None:
         set_.update(_network_env(internal, ctx.accelerator))
+    # Derived per job (cluster/derive.py: HCCL's host ports), never over an exported value.
+    set_.update({k: v for k, v in (extra_env or {}).items() if k not in environ})
     if policy.tcpstore_guard:
         set_["VSL_TCPSTORE_ALLOWED"] = ",".join(_guard_allowed(internal, policy))
     if ctx.key.value is not None and ctx.key.problem is None:
@@ -182,6 +186,7 @@ def build_plan(
     *,
     accelerator: str = "cpu",
     extra_findings: tuple[Finding, ...] = (),
+    extra_env: Mapping[str, str] | None = None,
 ) -> Plan:
     """Raises errors.PolicyFileError for an invalid [gate] section (a usage error)."""
     gate = gate_config.parse_policy(policy.gate_policy).enabled
@@ -189,7 +194,7 @@ def build_plan(
     internal = ctx.internal
     rpc_dir = rpc_dir_for(host)
     env, env_set, env_removed = _child_env(ctx, internal, rpc_dir,
-                                           gate_config.child_env(policy.gate_policy))
+                                           gate_config.child_env(policy.gate_policy), extra_env)
     # VSL355: the operator's own VSL_TCPSTORE_* are dropped above; the plan sets the guard.
     inherited = guard_rules.check_inherited(environ) if policy.tcpstore_guard else []
     found = [*evaluate(ctx), *gate_config.findings(policy.gate_policy, env), *inherited,
@@ -214,7 +219,9 @@ def build_plan(
     api = api_endpoint(ctx)
     internal_ips = tuple(ip for ip in _guard_allowed(internal, policy))
     expected = ExpectedListeners(api=api, internal_ips=internal_ips,
-                                 allow_loopback=policy.allow_loopback)
+                                 allow_loopback=policy.allow_loopback,
+                                 port_ranges=hccl.expected_ranges(env)
+                                 if accelerator == "ascend" else ())
     supervision = Supervision(
         ready_timeout=policy.ready_timeout, audit=policy.audit,
         audit_interval=policy.audit_interval, stop_grace=policy.stop_grace,

@@ -12,7 +12,22 @@ from typing import Any, Mapping
 from vllm_secure_launch.addresses import ApiEndpoint
 from vllm_secure_launch.findings import Finding
 
-__all__ = ["ApiEndpoint", "ExpectedListeners", "Plan", "Supervision"]
+__all__ = ["ApiEndpoint", "ExpectedListeners", "Plan", "PortRange", "Supervision"]
+
+
+@dataclass(frozen=True)
+class PortRange:
+    """Ports [first, last] an accelerator library listens on, named for the report."""
+
+    name: str
+    first: int
+    last: int
+
+    def holds(self, port: int) -> bool:
+        return self.first <= port <= self.last
+
+    def to_dict(self) -> dict[str, object]:
+        return {"name": self.name, "first": self.first, "last": self.last}
 
 
 @dataclass(frozen=True)
@@ -24,12 +39,19 @@ class ExpectedListeners:
     api: ApiEndpoint
     internal_ips: tuple[str, ...]
     allow_loopback: bool = True
+    # Ports the plan pins for a library (Ascend: HCCL's host ports, plan/hccl.py): still only
+    # allowed on an internal address; the audit names the range on each listener in it.
+    port_ranges: tuple[PortRange, ...] = ()
+
+    def range_of(self, port: int) -> PortRange | None:
+        return next((r for r in self.port_ranges if r.holds(port)), None)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "api": {"host": self.api.host, "port": self.api.port, "uds": self.api.uds},
             "internal_ips": list(self.internal_ips),
             "allow_loopback": self.allow_loopback,
+            "port_ranges": [r.to_dict() for r in self.port_ranges],
         }
 
 
