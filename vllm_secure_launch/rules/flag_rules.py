@@ -280,9 +280,9 @@ def check_import_by_name(ctx: Context) -> list[Finding]:
         out.append(IMPORT_BY_NAME.finding("--distributed-executor-backend",
                                           f"--distributed-executor-backend {backend} is imported "
                                           "as a class"))
-    from vllm_secure_launch.surface.flags import load_table
+    from vllm_secure_launch.surface.flags import of
 
-    for dest in load_table().json_dests():
+    for dest in of(a).json_dests():
         for hit in _module_paths(a.get(dest), _flag(ctx, dest)):
             out.append(IMPORT_BY_NAME.finding(_flag(ctx, dest), f"{hit} imports code"))
     out += _nested_imports(ctx)
