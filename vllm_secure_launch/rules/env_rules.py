@@ -164,6 +164,16 @@ DOS_GUARDS: dict[str, float] = {
     "VLLM_MAX_AUDIO_DECODE_BYTES": 268_435_456, "VLLM_IMAGE_FETCH_TIMEOUT": 5,
     "VLLM_VIDEO_FETCH_TIMEOUT": 30, "VLLM_AUDIO_FETCH_TIMEOUT": 10,
 }
+# vLLM 0.33 adds these bounds (vllm/envs.py; surface-data/diff-0.32-0.33.md). The HTTP body and
+# template-fuel bounds are enforced only by the Rust front end (refused: VSL406), so setting
+# them changes nothing today, but 0 still says "no limit" and is refused like the others.
+DOS_GUARDS_0_33: dict[str, float] = {
+    **DOS_GUARDS,
+    "VLLM_HTTP_MAX_REQUEST_BODY_SIZE": 33_554_432, "VLLM_CHAT_TEMPLATE_FUEL": 500_000,
+    "VLLM_MAX_MEDIA_REQUEST_DECODE_BYTES": 715_827_880,
+    "VLLM_MAX_MEDIA_REQUEST_DOWNLOAD_SIZE_MB": 256,
+}
+DOS_GUARDS_BY_SURFACE = {"0.32": DOS_GUARDS, "0.33": DOS_GUARDS_0_33}
 DOS_FACTOR = 16
 # Caches that hold pickled or compiled artefacts vLLM/torch/triton load back as code.
 CACHE_VARS = ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR", "VLLM_CACHE_ROOT",
@@ -195,7 +205,10 @@ def check_presence(ctx: Context) -> list[Finding]:
 
 def check_dos_guards(ctx: Context) -> list[Finding]:
     out = []
-    for name in DOS_GUARDS:
+    # The guards (and defaults) of the vLLM that will run; a surface without its own table
+    # (a launcher older than its vLLM) gets the newest known one.
+    guards = DOS_GUARDS_BY_SURFACE.get(ctx.args.surface, DOS_GUARDS_0_33)
+    for name in guards:
         if name not in ctx.environ:
             continue
         raw = ctx.environ[name].strip()
@@ -205,11 +218,11 @@ def check_dos_guards(ctx: Context) -> list[Finding]:
             value = float("nan")
         if not (value > 0 and value != float("inf")):
             out.append(DOS_GUARD.finding(name, f"{name}={raw!r} disables or breaks the guard"))
-        elif value > DOS_GUARDS[name] * DOS_FACTOR:
+        elif value > guards[name] * DOS_FACTOR:
             out.append(DOS_GUARD.finding(
                 name, f"{name}={raw} is more than {DOS_FACTOR}× vLLM's default "
-                f"({DOS_GUARDS[name]:g}): the guard is disabled by size",
-                remedy=f"keep it within {DOS_GUARDS[name] * DOS_FACTOR:g}, or waive VSL412 "
+                f"({guards[name]:g}): the guard is disabled by size",
+                remedy=f"keep it within {guards[name] * DOS_FACTOR:g}, or waive VSL412 "
                 "with the reason"))
     return out
 
