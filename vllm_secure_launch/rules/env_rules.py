@@ -105,9 +105,21 @@ OPTIMIZED = Rule(
     "was such an assert; vLLM never checks for optimize mode itself",
 )
 
+# An ID from the VSL228-VSL239 block kept for the rules vLLM 0.33's surface needs.
+REQUEST_BODY_LOGGED = Rule(
+    "VSL229", "request bodies would be logged at a level the service's logs keep",
+    Severity.ERROR,
+    "unset VLLM_REQUEST_BODY_LOG_LEVEL (vLLM logs request bodies at DEBUG), drop "
+    "--enable-log-requests, or waive VSL229 where logs may hold every prompt",
+    doc="vLLM 0.33 entrypoints/serve/utils/request_logger.py log_request_body: with "
+    "--enable-log-requests the whole request JSON (prompts, images, tool arguments) is logged "
+    "at VLLM_REQUEST_BODY_LOG_LEVEL (envs.py, default DEBUG, upper-cased); a level above DEBUG "
+    "puts it in the ordinary logs. New in 0.33 (0.32 logs the body at DEBUG only).",
+)
 RULES = (OPTIMIZED, DEV_MODE, LEGACY_PROFILER, INSECURE_SERIALIZATION, RUNTIME_LORA, DEBUG_RESPONSES,
          RUST_FRONTEND, PLUGINS, SAGEMAKER_LOADERS, VLLM_PORT_URI, LOGGING_CONFIG, DEBUG_DUMP,
-         DOS_GUARD, RISKY_SWITCH, SCRUBBED, LOOPBACK_WIDENED, SHARED_CACHE, RAY_ADDRESS_OUTSIDE)
+         DOS_GUARD, RISKY_SWITCH, SCRUBBED, LOOPBACK_WIDENED, SHARED_CACHE, RAY_ADDRESS_OUTSIDE,
+         REQUEST_BODY_LOGGED)
 
 # name -> rule: refused when present, whatever the value.
 PRESENCE: dict[str, Rule] = {
@@ -299,5 +311,23 @@ def check_scrubbed(ctx: Context) -> list[Finding]:
             for n in SCRUB if n in ctx.environ]
 
 
+# logging's level names (logging.getLevelNamesMapping, which vLLM 0.33 looks the value up in)
+_LEVELS = {"CRITICAL": 50, "FATAL": 50, "ERROR": 40, "WARN": 30, "WARNING": 30, "INFO": 20,
+           "DEBUG": 10, "NOTSET": 0}
+
+
+def check_request_body_level(ctx: Context) -> list[Finding]:
+    """vLLM 0.33: VLLM_REQUEST_BODY_LOG_LEVEL above DEBUG with --enable-log-requests."""
+    raw = ctx.environ.get("VLLM_REQUEST_BODY_LOG_LEVEL")
+    if ctx.args.surface == "0.32" or raw is None or not ctx.args.get("enable_log_requests"):
+        return []
+    level = _LEVELS.get(raw.upper())  # an unknown name: vLLM logs no body at all
+    if level is None or level <= _LEVELS["DEBUG"]:
+        return []
+    return [REQUEST_BODY_LOGGED.finding(
+        "VLLM_REQUEST_BODY_LOG_LEVEL", f"VLLM_REQUEST_BODY_LOG_LEVEL={raw} with "
+        "--enable-log-requests logs every request body at that level")]
+
+
 CHECKS = (check_presence, check_dos_guards, check_vllm_port, check_plugins, check_scrubbed,
-          check_loopback_ip, check_caches, check_ray_address)
+          check_loopback_ip, check_caches, check_ray_address, check_request_body_level)
