@@ -839,6 +839,11 @@ class _Parse:
             value = flag.const
         elif kind == "boolean_optional":
             value = not flag.sets_false(string)
+            if not value and not string.startswith("--no-"):
+                # vLLM 0.33's EnableDisableAction inverse: say what it means, it reads oddly.
+                self.notes.append(f"{string} sets {flag.dest} to False (vLLM 0.33 gives each "
+                                  "--enable-x option a --disable-x spelling, and the reverse, "
+                                  "that switches it off)")
         elif kind == "count":
             value = int(self.values.get(flag.dest) or 0) + 1
         elif kind == "append":
