@@ -42,8 +42,9 @@ def prepare(cli: Mapping[str, Any], vllm_args: Sequence[str],
     policy = load(cli, environ)
     packages = host_packages.installed(policy.vllm_command)
     choice = versions.choose(*host_packages.engine(packages[0]))
-    args = flags.parse(list(vllm_args), table=None if choice.surface == versions.KNOWN[0]
-                       else flags.load_table(str(choice.flags_file)))
+    # The flag table of the vLLM that will run; the parsed args carry it (ServeArgs.surface),
+    # so the pure planner renders and judges them with the same table.
+    args = flags.parse(list(vllm_args), table=flags.table_for(choice.surface))
     # Paths vLLM will open, resolved here (cwd, symlinks) so the pure rules judge the real one.
     media = args.get("allowed_local_media_path")
     facts = host_facts.collect(environ, policy.api_key_file, policy.runtime_dir,

@@ -193,11 +193,13 @@ def build_plan(
     ctx = build_context(args, environ, policy, host, accelerator, gate=gate)
     internal = ctx.internal
     rpc_dir = rpc_dir_for(host)
-    env, env_set, env_removed = _child_env(ctx, internal, rpc_dir,
-                                           gate_config.child_env(policy.gate_policy), extra_env)
+    # The gate's defaults come from the route inventory of the vLLM that will run.
+    env, env_set, env_removed = _child_env(
+        ctx, internal, rpc_dir, gate_config.child_env(policy.gate_policy, args.surface), extra_env)
     # VSL355: the operator's own VSL_TCPSTORE_* are dropped above; the plan sets the guard.
     inherited = guard_rules.check_inherited(environ) if policy.tcpstore_guard else []
-    found = [*evaluate(ctx), *gate_config.findings(policy.gate_policy, env), *inherited,
+    found = [*evaluate(ctx), *gate_config.findings(policy.gate_policy, env, args.surface),
+             *inherited,
              *extra_findings]
     findings = apply_waivers(found, policy.waivers)
     decision = "refuse" if blocking(findings) else "start"
