@@ -66,7 +66,8 @@ def systemd(opts: Any, user: str, policy_path: str, vllm_args: tuple[str, ...]) 
 
     prepared = _prepare(opts, vllm_args)
     cmd = exec_start(opts.cli, vllm_args, policy_path)
-    click.echo(render.systemd(prepared.plan, cmd, user=user), nl=False)
+    click.echo(render.systemd(prepared.plan, cmd, user=user,
+                              api_sources=prepared.policy.api_allowed_sources), nl=False)
     return int(ExitCode.OK)
 
 
@@ -77,7 +78,8 @@ def nftables(opts: Any, vllm_args: tuple[str, ...]) -> int:
     """A node's host firewall ruleset (nft -f) for `vllm serve VLLM_ARGS...`."""
     from vllm_secure_launch.firewall import render
 
-    click.echo(render.nftables(_prepare(opts, vllm_args).plan), nl=False)
+    prepared = _prepare(opts, vllm_args)
+    click.echo(render.nftables(prepared.plan, prepared.policy.api_allowed_sources), nl=False)
     return int(ExitCode.OK)
 
 
