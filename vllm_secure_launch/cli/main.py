@@ -12,6 +12,7 @@ from vllm_secure_launch.cli import (
     probe_cmd,
     render_cmd,
     render_firewall,
+    render_nginx,
     render_sbatch,
 )
 from vllm_secure_launch.cli.options import launcher_options
@@ -40,6 +41,7 @@ cli.add_command(render_cmd.render)
 cli.add_command(advisories_cmd.command)
 render_firewall.register(render_cmd.render)
 render_cmd.render.add_command(render_sbatch.sbatch)
+render_cmd.render.add_command(render_nginx.nginx)
 
 
 def main() -> None:
