@@ -155,6 +155,14 @@ def test_cut_short_secret_option_swallowed_by_a_dotted_key_is_redacted():
             "SECRETVALUE4")
     assert r.returncode == 78 and "VSL223" in r.stdout
     assert "SECRETVALUE4" not in r.stdout + r.stderr
+    # A second dotted key overwrites the first one's JSON value: the parsed arguments no longer
+    # show the secret-looking option at all; the raw command line still does.
+    r = run("--format", "json", "check", "m", "--_.", "--api-keyy", "SECRETVALUE5", "--_.", "")
+    assert r.returncode == 78 and "VSL223" in r.stdout
+    assert "SECRETVALUE5" not in r.stdout + r.stderr
+    # A vLLM option that merely looks like one (--tokenizer: "tok") is not secret-bearing.
+    r = run("--format", "json", "check", "m", "--tokenizer", "m")
+    assert "VSL223" not in r.stdout
 
 
 def test_unusable_runtime_dir_refuses_before_start(tmp_path):

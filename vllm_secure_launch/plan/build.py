@@ -18,11 +18,11 @@ from vllm_secure_launch.rules import evaluate, guard_rules
 from vllm_secure_launch.rules.cluster_rules import is_follower
 from vllm_secure_launch.rules.context import Context, build_context
 from vllm_secure_launch.rules.env_rules import LOADER_PREFIXES, PRESENCE, SCRUB
-from vllm_secure_launch.rules.internal_rules import secret_like_unknown
+from vllm_secure_launch.rules.internal_rules import SECRET_LIKE_UNKNOWN, secret_like_unknown
 from vllm_secure_launch.rules.network_rules import api_endpoint
 from vllm_secure_launch.surface import flags as vllm_flags
 from vllm_secure_launch.surface.args import ServeArgs
-from vllm_secure_launch.surface.secrets import redact_argv
+from vllm_secure_launch.surface.secrets import leaked, redact_argv
 
 GATE_MIDDLEWARE = gate_config.MIDDLEWARE
 ENTRY_MODULE = "vllm_secure_launch.supervise.entry"
@@ -198,26 +198,33 @@ def build_plan(
         ctx, internal, rpc_dir, gate_config.child_env(policy.gate_policy, args.surface), extra_env)
     # VSL355: the operator's own VSL_TCPSTORE_* are dropped above; the plan sets the guard.
     inherited = guard_rules.check_inherited(environ) if policy.tcpstore_guard else []
-    found = [*evaluate(ctx), *gate_config.findings(policy.gate_policy, env, args.surface),
-             *inherited,
-             *extra_findings]
-    findings = apply_waivers(found, policy.waivers)
-    decision = "refuse" if blocking(findings) else "start"
     child_args = replace(args, values=_child_values(ctx, internal, gate), config_file=None)
     prefix = policy.vllm_command or default_command(host.python)
     argv = (*prefix, *vllm_flags.to_argv(child_args))
+    # A value written after a secret-looking option that still reaches vLLM's command line
+    # (e.g. swallowed by a dotted key: `--x. --api-keyy K`) is refused like a mistyped key.
     hidden = secret_like_unknown(args.unknown)
-    if hidden:  # refused (VSL223): the value must not reach any report either
+    leaks = [n for n in leaked(args.secret_values, argv) if n not in hidden]
+    leak_findings = [SECRET_LIKE_UNKNOWN.finding(
+        name, f"{name} looks like it carries a key or token and its value would reach vLLM's "
+        "command line: its value is not shown") for name in leaks]
+    found = [*evaluate(ctx), *gate_config.findings(policy.gate_policy, env, args.surface),
+             *inherited, *leak_findings, *extra_findings]
+    findings = apply_waivers(found, policy.waivers)
+    decision = "refuse" if blocking(findings) else "start"
+    if hidden or leaks:  # refused (VSL223): the value must not reach any report either
         argv = redact_argv(argv, hidden)
         # A dotted key can swallow the next option (`--x. --api-key K` leaves K as a stray
         # value): the plan is refused anyway, so hide every value vLLM does not know and
-        # every token that holds a secret value the launcher knows of.
+        # every token that holds a secret value the launcher knows of or that was written
+        # after a secret-looking option.
         stray = {t for t in args.unknown if not t.startswith("-")}
+        written = {value for _, value in args.secret_values}
         known = [v for v in (ctx.key.value, args.get("hf_token"),
-                             *(environ.get(n) for n in SECRET_NAMES))
+                             *(environ.get(n) for n in SECRET_NAMES), *written)
                  if isinstance(v, str) and len(v) >= 4]
-        argv = tuple("<redacted>" if tok in stray or any(v in tok for v in known) else tok
-                     for tok in argv)
+        argv = tuple("<redacted>" if tok in stray or tok in written
+                     or any(v in tok for v in known) else tok for tok in argv)
     api = api_endpoint(ctx)
     internal_ips = tuple(ip for ip in _guard_allowed(internal, policy))
     expected = ExpectedListeners(api=api, internal_ips=internal_ips,

@@ -33,6 +33,9 @@ class ServeArgs:
     # the vLLM surface (minor version, "0.33") whose flag table parsed these arguments: the
     # planner's to_argv/number/default lookups use the same table (surface/flags.py of())
     surface: str = "0.32"
+    # (option, value) of every raw token that looks secret-bearing (surface/secrets.py
+    # secret_values): never shown; the planner refuses when such a value reaches argv
+    secret_values: tuple[tuple[str, str], ...] = field(default=(), repr=False)
 
     def has(self, dest: str) -> bool:
         return dest in self.values

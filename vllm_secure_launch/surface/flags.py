@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 from vllm_secure_launch.errors import UsageError
 from vllm_secure_launch.surface.args import ServeArgs
+from vllm_secure_launch.surface.secrets import SECRET_DESTS, looks_secret, secret_values
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -1031,7 +1032,14 @@ def parse(
         config_file=config_file,
         notes=tuple(notes),
         surface=table.surface,
+        secret_values=(secret_values(argv, _plain_options(table))
+                       if any(looks_secret(a) for a in argv if a.startswith("-")) else ()),
     )
+
+
+def _plain_options(table: FlagTable) -> frozenset[str]:
+    """Option strings that carry no secret (everything but --api-key and --hf-token)."""
+    return frozenset(s for s, f in table.by_string.items() if f.dest not in SECRET_DESTS)
 
 
 def _is_separate_value(token: str) -> bool:
