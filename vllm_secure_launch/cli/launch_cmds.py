@@ -49,6 +49,11 @@ def plan_text(plan: Plan) -> str:
     lines = [f"decision: {plan.decision}" + ("" if not plan.refused else
                                               " (refused by policy; nothing was started)")]
     lines.append("command: " + shlex.join(plan.argv))
+    v = plan.facts.get("vllm") or {}
+    if v:
+        lines.append(f"vllm: {v.get('distribution') or 'none found'} {v.get('version') or ''} "
+                     f"(read from {v.get('read_from') or '?'}); surface {v.get('surface')}: "
+                     f"{v.get('why')}")
     lines.append("environment set:")
     lines += [f"  {k}={v}" for k, v in plan.redacted_env().items()]
     lines.append("environment removed: " + (", ".join(plan.env_removed) or "none"))

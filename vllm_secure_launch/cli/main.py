@@ -13,6 +13,7 @@ from vllm_secure_launch.cli import (
     ray_cmd,
     render_cmd,
     render_firewall,
+    render_nginx,
     render_sbatch,
 )
 from vllm_secure_launch.cli.options import launcher_options
@@ -42,6 +43,7 @@ cli.add_command(advisories_cmd.command)
 cli.add_command(ray_cmd.ray)
 render_firewall.register(render_cmd.render)
 render_cmd.render.add_command(render_sbatch.sbatch)
+render_cmd.render.add_command(render_nginx.nginx)
 
 
 def main() -> None:

@@ -208,7 +208,8 @@ def build(ray_argv: Sequence[str], environ: Mapping[str, str], policy: Policy,
     env.update(env_set)
     ip = ctx.internal.ip if ctx.internal else None
     expected = ExpectedListeners(ApiEndpoint(None, None, headless=True),
-                                 (ip,) if ip else (), policy.allow_loopback, confined)
+                                 (ip,) if ip else (), policy.allow_loopback,
+                                 confined_ports=confined)
     return Plan(
         decision=decision, argv=argv, env=env, env_set=env_set,
         env_removed=tuple(k for k in REMOVED if k in environ), secret_env=frozenset(),

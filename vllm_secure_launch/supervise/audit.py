@@ -12,7 +12,7 @@ IPv4 as well, so IPv6 tables are read too.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Iterable, Sequence
 
 from vllm_secure_launch.findings import Finding
@@ -69,6 +69,7 @@ class Verdict:
     allowed: bool
     reason: str  # "api" | "internal" | "loopback" | "confined" | "wildcard" | "unplanned"
     rule_id: str | None = None
+    pinned: str | None = None  # the plan's port range it lies in (e.g. HCCL_IF_BASE_PORT)
 
     def to_dict(self) -> dict[str, Any]:
         d = self.listener.to_dict()
@@ -76,6 +77,8 @@ class Verdict:
         d["reason"] = self.reason
         if self.rule_id:
             d["rule"] = self.rule_id
+        if self.pinned:
+            d["pinned"] = self.pinned
         return d
 
 
@@ -129,7 +132,14 @@ def is_loopback(address: str) -> bool:
 
 
 def judge(expected: ExpectedListeners, listener: Listener) -> Verdict:
-    """The verdict for one listener (wildcards first: they are never allowed)."""
+    """The verdict for one listener, with the plan's port range it lies in, if any."""
+    verdict = _judge(expected, listener)
+    pinned = expected.range_of(listener.port) if listener.proto == "tcp" else None
+    return replace(verdict, pinned=pinned.name) if pinned else verdict
+
+
+def _judge(expected: ExpectedListeners, listener: Listener) -> Verdict:
+    """Wildcards first: they are never allowed."""
     addr = canonical_ip(listener.address)
     api = expected.api
     if is_wildcard(addr):
@@ -161,7 +171,8 @@ def _who(listener: Listener) -> str:
 
 def _finding(verdict: Verdict) -> Finding:
     lst = verdict.listener
-    hint = _KNOWN_PORTS.get(lst.port)
+    hint = (f"HCCL host port ({verdict.pinned}, pinned by the launcher; HCCL should bind it "
+            "on HCCL_IF_IP)" if verdict.pinned else _KNOWN_PORTS.get(lst.port))
     what = f"{_who(lst)} listens on {lst.endpoint}"
     if verdict.reason == "wildcard":
         scope = "every IPv4 interface" if lst.family == 4 else "every interface (IPv6 and, dual-stack, IPv4)"
