@@ -53,6 +53,11 @@ class Outcome:
     seconds: float  # from sending the request to the last byte of the body
     ok: bool  # got what it must get (see the module docstring)
     why: str = ""  # what was wrong, when not ok
+    started: float = 0.0  # time.perf_counter() when the request was sent
+
+    @property
+    def ended(self) -> float:
+        return self.started + self.seconds
 
 
 def plan_requests(count: int, *, seed: int = 0, unauthorised: float = 0.25,
@@ -159,9 +164,10 @@ async def _one(client: httpx.AsyncClient, req: Req, setup: _Setup) -> Outcome:
             ctype = resp.headers.get("content-type", "")
             status = resp.status_code
     except httpx.HTTPError as exc:
-        return Outcome(req, None, time.perf_counter() - t0, False, f"{type(exc).__name__}: {exc}")
+        return Outcome(req, None, time.perf_counter() - t0, False,
+                       f"{type(exc).__name__}: {exc}", t0)
     why = _verdict(req, status, ctype, data)
-    return Outcome(req, status, seconds, not why, why)
+    return Outcome(req, status, seconds, not why, why, t0)
 
 
 async def _run(base_url: str, reqs: Sequence[Req], concurrency: int, duration: float,
