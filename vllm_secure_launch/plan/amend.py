@@ -87,7 +87,7 @@ def with_ray_cluster(plan: Plan, facts: Mapping[str, Any], findings: Sequence[Fi
     found = apply_waivers([*findings, *driver_findings(str(fw.get("mode", "off")),
                                                        worker_ports)], policy.waivers)
     allowed = tuple(worker_ports) if worker_ports and not blocking(found) else ()
-    expected = replace(plan.expected, wildcard_ports=allowed)
+    expected = replace(plan.expected, confined_ports=allowed)
     decision = "refuse" if blocking(found) else plan.decision
     return replace(plan, findings=(*plan.findings, *found), expected=expected,
                    decision=decision, facts={**plan.facts, "ray": dict(facts)})

@@ -47,9 +47,9 @@ def atom(ctx: Context) -> Callable[[str, str], bool | None]:
     args, env = ctx.args, {**ctx.environ, **child_env(ctx)}
 
     def flag_value(option: str) -> object:
-        from vllm_secure_launch.surface.flags import load_table
+        from vllm_secure_launch.surface.flags import of
 
-        f = load_table().by_string.get(option)
+        f = of(args).by_string.get(option)
         return None if f is None else args.get(f.dest)
 
     def answer(kind: str, arg: str) -> bool | None:

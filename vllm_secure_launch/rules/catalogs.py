@@ -15,7 +15,8 @@ def modules() -> tuple[ModuleType, ...]:
         guard_rules,
         preflight_rules,
         ray_live_rules,
+        ray_start_rules,
     )
 
     return (gate_rules, guard_rules, preflight_rules, audit_rules, firewall_rules,
-            derivation_rules, ray_live_rules)
+            derivation_rules, ray_start_rules, ray_live_rules)
