@@ -62,11 +62,30 @@ def test_0_32_is_read_from_metadata(tmp_path):
     assert "VSL433" not in ids(doc) and rc == 0, doc["findings"]
 
 
-def test_0_33_gets_its_surface_or_the_nearest_older(tmp_path):
-    rc, doc = check(tmp_path, {"vllm": "0.33.0"})
-    exact = "0.33" in versions.KNOWN
-    assert doc["vllm"]["surface"] == ("0.33" if exact else "0.32")
-    assert ("VSL433" in ids(doc)) is (not exact)
+def test_0_33_is_known_and_gets_its_own_surface(tmp_path):
+    """0.33's flags are judged with 0.33's table and its routes gated with 0.33's inventory."""
+    assert "0.33" in versions.KNOWN
+    rc, doc = check(tmp_path, {"vllm": "0.33.0"}, "--disable-prefix-caching",
+                    "--watchdog-config.dump_dir", "/var/lib/vllm/wd")
+    assert doc["vllm"]["surface"] == "0.33" and doc["vllm"]["surface_exact"]
+    assert "has its own surface (0.33)" in doc["vllm"]["why"]
+    assert "VSL433" not in ids(doc) and "VSL902" not in ids(doc) and rc == 0, doc["findings"]
+    argv = doc["plan"]["argv"] if "plan" in doc else doc["argv"]
+    assert "--disable-prefix-caching" in argv  # 0.33's spelling, not read as "on"
+    gate = json.loads(doc.get("plan", doc)["env"]["VSL_GATE_CONFIG"])
+    assert gate["surface"] == "0.33"
+
+
+def test_0_33_new_flag_is_unknown_to_a_0_32_install(tmp_path):
+    rc, doc = check(tmp_path, {"vllm": "0.32.0"}, "--monokernel")
+    assert doc["vllm"]["surface"] == "0.32" and "VSL902" in ids(doc)
+
+
+def test_unknown_0_34_falls_back_to_0_33_with_the_finding(tmp_path):
+    rc, doc = check(tmp_path, {"vllm": "0.34.0"}, "--monokernel")
+    assert doc["vllm"]["surface"] == "0.33" and not doc["vllm"]["surface_exact"]
+    assert "VSL433" in ids(doc) and "nearest older one (0.33)" in doc["vllm"]["why"]
+    assert "VSL902" not in ids(doc) and rc == 0  # 0.33's flags are still judged
 
 
 def test_unknown_newer_version_uses_the_nearest_older_surface(tmp_path):

@@ -91,3 +91,20 @@ def test_rule_catalog_ids_in_range_unique_with_remedy():
     for r in RULES:
         assert r.id.startswith("VSL6") and 600 <= int(r.id[3:]) <= 649
         assert r.title and r.remedy
+
+
+def test_listeners_in_a_pinned_hccl_range_are_named_and_still_only_allowed_internally():
+    """Ascend: the plan pins HCCL's host ports (plan/hccl.py); the audit names the range on
+    each listener in it, allows it on the internal address and still refuses it elsewhere."""
+    from vllm_secure_launch.plan.model import PortRange
+
+    exp = ExpectedListeners(API, ("10.0.0.5",), True,
+                            port_ranges=(PortRange("HCCL_IF_BASE_PORT", 63016, 63047),))
+    inside = judge(exp, L("10.0.0.5", 63020))
+    assert inside.allowed and inside.reason == "internal" and inside.pinned == "HCCL_IF_BASE_PORT"
+    assert inside.to_dict()["pinned"] == "HCCL_IF_BASE_PORT"
+    assert judge(exp, L("10.0.0.5", 63048)).pinned is None
+    res = compare(exp, [L("0.0.0.0", 63016)])
+    assert not res.clean and "HCCL host port (HCCL_IF_BASE_PORT" in res.findings[0].message
+    assert exp.to_dict()["port_ranges"] == [
+        {"name": "HCCL_IF_BASE_PORT", "first": 63016, "last": 63047}]

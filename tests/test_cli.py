@@ -147,6 +147,24 @@ def test_unknown_option_value_is_not_echoed_in_findings():
     assert "--apikey" in r.stdout
 
 
+def test_cut_short_secret_option_swallowed_by_a_dotted_key_is_redacted():
+    """Found by the fuzzer: `--x. --api-ke K` — the dotted key takes `--api-ke` (an abbreviation
+    of --api-key) as its JSON value, so K lands as a stray value of the option before. K is
+    still redacted everywhere and the start refused (VSL223)."""
+    r = run("--format", "json", "check", "m", "--lora-modules", "0", "--_.", "--api-ke",
+            "SECRETVALUE4")
+    assert r.returncode == 78 and "VSL223" in r.stdout
+    assert "SECRETVALUE4" not in r.stdout + r.stderr
+    # A second dotted key overwrites the first one's JSON value: the parsed arguments no longer
+    # show the secret-looking option at all; the raw command line still does.
+    r = run("--format", "json", "check", "m", "--_.", "--api-keyy", "SECRETVALUE5", "--_.", "")
+    assert r.returncode == 78 and "VSL223" in r.stdout
+    assert "SECRETVALUE5" not in r.stdout + r.stderr
+    # A vLLM option that merely looks like one (--tokenizer: "tok") is not secret-bearing.
+    r = run("--format", "json", "check", "m", "--tokenizer", "m")
+    assert "VSL223" not in r.stdout
+
+
 def test_unusable_runtime_dir_refuses_before_start(tmp_path):
     """A private run directory that cannot be created refuses the start (78) with the knob to
     change; nothing is started."""

@@ -91,3 +91,19 @@ def test_render_sbatch_copies_the_policy_and_makes_paths_absolute(key, tmp_path)
                        env={**os.environ, "PYTHONPATH": ROOT})
     assert r.returncode == 0, r.stderr
     assert f"--policy {policy}" in r.stdout and f"--api-key-file {key}" in r.stdout
+
+
+@pytest.mark.parametrize("value,spelled", [("./peers/rank_table.json", "{tmp}/peers/rank_table.json"),
+                                           ("192.168.100.201,192.168.101.201",
+                                            "192.168.100.201,192.168.101.201")])
+def test_render_sbatch_copies_npu_peers_and_makes_a_peer_file_absolute(key, tmp_path, value,
+                                                                         spelled):
+    """--npu-peers is one value for the whole job: copied into the script; a file path is
+    made absolute (each node starts in the job's working directory), a list stays."""
+    r = subprocess.run([sys.executable, "-m", "vllm_secure_launch.cli.main", "--internal-cidr",
+                        "10.0.0.0/8", "--api-key-file", "api.key", "--accelerator", "cpu",
+                        "--npu-peers", value, "render", "sbatch", "--nodes", "2", "m", "-tp",
+                        "2"], capture_output=True, text=True, cwd=str(tmp_path),
+                       env={**os.environ, "PYTHONPATH": ROOT})
+    assert r.returncode == 0, r.stderr
+    assert f"--npu-peers {spelled.format(tmp=tmp_path)}" in r.stdout

@@ -276,3 +276,77 @@ def test_ascend_nodes_get_their_own_hccl_variables(rank, ip, ifaces):
     assert plan.env["HCCL_IF_IP"] == ip and plan.env["VLLM_HOST_IP"] == ip
     assert plan.env["HCCL_SOCKET_IFNAME"] == "=eth0"
     assert d.args.values["master_addr"] == "10.200.0.11"
+
+
+@pytest.mark.parametrize("job,base,host_range", [
+    ("1", 61048, "61080-61095"), ("94", 61000, "61032-61047"), ("93", 65464, "65496-65511"),
+    ("42", 63016, "63048-63063"),
+])
+def test_hccl_ports_are_job_unique_and_stay_in_the_documented_range(job, base, host_range):
+    assert D.hccl_ports(job) == {"HCCL_IF_BASE_PORT": str(base),
+                                 "HCCL_HOST_SOCKET_PORT_RANGE": host_range}
+    assert D.HCCL_SLOTS == 94 and D.job_ports(job)[1] < D.HCCL_BASE  # type: ignore[index]
+    assert D.hccl_ports(None) == {} and D.hccl_ports("") == {}
+
+
+def ascend_plan(rank: int, env: dict[str, str], argv=("m", "-tp", "16")):
+    ifaces = HEAD_IFACES if rank == 0 else IFACES
+    policy = Policy(internal_cidr="10.200.0.0/24")
+    d = D.amend(flags.parse(list(argv)), env, policy, ifaces, "ascend", RESOLVES)
+    plan = build_plan(d.args, {**env, "VLLM_API_KEY": "k" * 32}, policy,
+                      HostFacts(interfaces=ifaces), accelerator="ascend",
+                      extra_findings=d.findings, extra_env=d.env)
+    return d, plan
+
+
+NPUS = {"ASCEND_RT_VISIBLE_DEVICES": "0,1,2,3,4,5,6,7"}
+
+
+@pytest.mark.parametrize("rank,argv,ip", [
+    (0, ("m", "-tp", "16"), "10.200.0.11"), (1, ("m", "-tp", "16"), "10.200.0.12"),
+    (0, ("m", "-tp", "8", "-dp", "2"), "10.200.0.11"),
+    (1, ("m", "-tp", "8", "-dp", "2"), "10.200.0.12"),
+])
+def test_hccl_variables_per_node(rank, argv, ip):
+    """The planner table for HCCL per node: the node's own address and interface, the job's
+    HCCL host ports (the same on every node of the job), and the audit expects those ports."""
+    d, plan = ascend_plan(rank, slurm_env(rank) | NPUS, argv)
+    assert not plan.refused, [f for f in plan.findings if f.blocking]
+    env = plan.env
+    assert (env["HCCL_IF_IP"], env["HCCL_SOCKET_IFNAME"], env["HCCL_IF_BASE_PORT"],
+            env["HCCL_HOST_SOCKET_PORT_RANGE"]) == (ip, "=eth0", "63016", "63048-63063")
+    assert "HCCL_NPU_SOCKET_PORT_RANGE" not in env  # not pinned (plan/hccl.py says why)
+    assert {k: plan.env_set[k] for k in ("HCCL_IF_BASE_PORT", "HCCL_HOST_SOCKET_PORT_RANGE")}
+    assert [(r.name, r.first, r.last) for r in plan.expected.port_ranges] == [
+        ("HCCL_IF_BASE_PORT", 63016, 63047), ("HCCL_HOST_SOCKET_PORT_RANGE", 63048, 63063)]
+    assert "HCCL_IF_BASE_PORT=63016" in d.findings[0].message  # VSL320 says what it derived
+
+
+def test_exported_hccl_ports_win_and_the_audit_expects_those():
+    env = slurm_env(1) | NPUS | {"HCCL_IF_BASE_PORT": "50000",
+                                 "HCCL_HOST_SOCKET_PORT_RANGE": "51000-51003,51010"}
+    d, plan = ascend_plan(1, env)
+    assert d.env == {} and plan.env["HCCL_IF_BASE_PORT"] == "50000"
+    assert [(r.first, r.last) for r in plan.expected.port_ranges] == [
+        (50000, 50031), (51000, 51003), (51010, 51010)]
+
+
+def test_no_hccl_ports_outside_a_job_off_ascend_or_on_one_node():
+    explicit = Policy(internal_cidr="10.200.0.0/24", node_list="node[1-2]", node_rank="1")
+    d = D.amend(flags.parse(["m", "-tp", "16"]), NPUS, explicit, IFACES, "ascend", RESOLVES)
+    assert d.env == {} and d.args.values["node_rank"] == "1"
+    assert run(["m", "-tp", "2"], slurm_env(1)).env == {}  # cpu
+    one = slurm_env(0, nodes="node1", tasks="1") | NPUS
+    d, plan = ascend_plan(0, one, ("m", "-tp", "8"))
+    assert d.env == {} and "HCCL_IF_BASE_PORT" not in plan.env and not plan.expected.port_ranges
+
+
+@pytest.mark.parametrize("text,spec", [
+    ("auto", ()), ("60000-60050", ((60000, 60050),)),
+    ("61000,61050-61100,61200-61210", ((61000, 61000), (61050, 61100), (61200, 61210))),
+    ("60050-60000", None), ("x", None), ("0", None), ("70000", None), ("1-", None),
+])
+def test_hccl_port_spec_parser(text, spec):
+    from vllm_secure_launch.plan.hccl import parse_port_spec
+
+    assert parse_port_spec(text) == spec

@@ -325,6 +325,15 @@ def test_nothing_was_written_by_hand_and_both_audits_are_clean(launched):
     assert len(audits) >= 2 and all("clean" in a for a in audits[:2]), audits
 
 
+def test_the_follower_is_ready_only_after_its_engines_listen_on_its_internal_address(
+        launched, cluster):
+    """The headless follower's READY means something: its engines joined the head's process
+    groups (their listener on node 2's internal address appeared) and the audit was clean."""
+    log = launched["log"]
+    assert f"engines listen on {cluster.internal(2)}:" in log, launched["job"].tail()
+    assert "running headless" in log
+
+
 def test_scancel_leaves_nothing_on_either_node(launched):
     assert launched["left"] == []
 

@@ -17,7 +17,7 @@ import yaml
 from vllm_secure_launch import rules
 from vllm_secure_launch.addresses import IfAddr
 from vllm_secure_launch.config import policy as policy_mod
-from vllm_secure_launch.host.facts import HostFacts, SecretFile
+from vllm_secure_launch.host.facts import HostFacts, SecretFile, TokenFile
 from vllm_secure_launch.plan.build import build_plan
 from vllm_secure_launch.rules import catalogs
 from vllm_secure_launch.surface import flags
@@ -33,7 +33,7 @@ IFACES = {
     "ula0": (IfAddr("fd12:3456::7", 64),),
 }
 CASE_KEYS = {"name", "argv", "env", "policy", "host", "accelerator", "fires", "decision",
-             "crash_check"}
+             "crash_check", "vllm"}
 
 
 def load_cases() -> list[dict[str, Any]]:
@@ -65,6 +65,9 @@ def _host(overrides: dict[str, Any]) -> HostFacts:
     for key, value in overrides.items():
         if key in ("api_key_file", "credential_key"):
             base[key] = _secret(value)
+        elif key == "ray_token":
+            base[key] = TokenFile(**{**value, "mode": int(value["mode"], 8)
+                                     if isinstance(value.get("mode"), str) else value.get("mode")})
         elif key == "hostname_addrs":
             base[key] = tuple(value)
         else:
@@ -84,8 +87,11 @@ def run_case(case: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPat
             raise ValueError("corpus: a check that crashes")
 
         monkeypatch.setattr(internal_rules, "CHECKS", (*internal_rules.CHECKS, crashing_check))
-    return build_plan(flags.parse(list(case["argv"])), env, pol, _host(case.get("host") or {}),
-                      accelerator=case.get("accelerator", "cpu"))
+    # `vllm: "0.33"`: the argv is parsed and judged with that vLLM's surface (default 0.32).
+    surface = str(case.get("vllm", flags.DEFAULT_SURFACE))
+    host = {"surface": (surface, True, "corpus"), **(case.get("host") or {})}
+    return build_plan(flags.parse(list(case["argv"]), table=flags.table_for(surface)), env, pol,
+                      _host(host), accelerator=case.get("accelerator", "cpu"))
 
 
 def test_corpus_cases_are_well_formed():

@@ -27,10 +27,10 @@ RUNNER = ROOT / "tests" / "support" / "fake_host_cli.py"
 KEY = "sk-dry-run-equals-serve-0123456789"
 
 
-def recorder(tmp: Path) -> Path:
+def recorder(tmp: Path, python: str = sys.executable) -> Path:
     script = tmp / "record-vllm"
     script.write_text(
-        f"#!{sys.executable}\n"
+        f"#!{python}\n"
         "import json, os, sys\n"
         f"with open({str(tmp / 'rec.json')!r}, 'w') as fh:\n"
         "    json.dump({'argv': sys.argv, 'env': dict(os.environ)}, fh)\n"
@@ -76,8 +76,9 @@ def compare(doc: dict, rec: dict, parent_env: dict[str, str]) -> None:
             assert parent_env.get(key) == value, f"{key} set by serve but not shown by the dry run"
 
 
-def run_both(tmp: Path, args: list[str], env: dict[str, str]) -> dict:
-    cmd = str(recorder(tmp))
+def run_both(tmp: Path, args: list[str], env: dict[str, str],
+             python: str = sys.executable) -> dict:
+    cmd = str(recorder(tmp, python))
     common = ["--vllm-command", cmd, *args[:args.index("serve")]]
     vllm = args[args.index("serve"):]
     dry = launch([*common, "--dry-run", "--format", "json", *vllm], env)
@@ -142,3 +143,30 @@ def test_refused_plan_exits_78_in_dry_run_and_serve(tmp_path, flag):
     proc = launch(args, env)
     assert proc.returncode == 78, proc.stdout + proc.stderr
     assert not (tmp_path / "rec.json").exists()
+
+
+def test_vllm_0_33_dry_run_is_what_serve_starts(tmp_path):
+    """A vLLM 0.33 environment (metadata only; the recording stand-in runs on its interpreter):
+    the plan is made with 0.33's surface, its 0.33 spellings reach the child as planned, and the
+    gate config the child gets names 0.33's route inventory."""
+    import site as site_mod
+
+    env = base_env(tmp_path)
+    venv = tmp_path / "venv"
+    site = venv / "lib" / "python3.11" / "site-packages"
+    make_dist(site, "vllm", "0.33.0")
+    (venv / "bin").mkdir()
+    python = venv / "bin" / "python3"
+    python.symlink_to(sys.executable)
+    # A venv of its own (only vLLM 0.33's metadata), with a .pth to this interpreter's
+    # packages: serve's TCPStore guard self-test imports torch on it.
+    (venv / "pyvenv.cfg").write_text(f"home = {Path(os.path.realpath(sys.executable)).parent}\n"
+                                     "include-system-site-packages = false\n")
+    (site / "vsl-test-deps.pth").write_text("\n".join(site_mod.getsitepackages()) + "\n")
+    doc = run_both(tmp_path, ["--accelerator", "cpu", "serve", "m", "--disable-prefix-caching",
+                              "--enable-fastapi-docs", "--watchdog-config.dump_dir",
+                              "/var/lib/vllm/wd"], env, str(python))
+    assert doc["vllm"]["version"] == "0.33.0" and doc["vllm"]["surface"] == "0.33", doc["vllm"]
+    assert "--disable-prefix-caching" in doc["argv"] and "--enable-fastapi-docs" in doc["argv"]
+    assert json.loads(doc["env"]["VSL_GATE_CONFIG"])["surface"] == "0.33"
+    assert not {f["id"] for f in doc["findings"]} & {"VSL433", "VSL902"}

@@ -184,3 +184,92 @@ def test_keeper_fails_closed_when_the_table_cannot_load(tmp_path):
     assert r.returncode == 78, r.stderr
     assert "firewall" in r.stderr and "nothing was started" in r.stderr
     assert not marker.exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# The API source allow-list ([api] allowed_sources, --api-allowed-sources)
+
+
+def _tree_in(text: str) -> list[str]:
+    body = text[text.index("chain tree_in"):]
+    return [ln.strip() for ln in body[:body.index("}")].splitlines()[1:] if ln.strip()]
+
+
+@pytest.mark.parametrize("sources,api_rules", [
+    ((), ["meta l4proto tcp th dport 8000 accept"]),
+    (("192.0.2.0/24",), ["meta l4proto tcp th dport 8000 ip saddr @api4 accept",
+                         "meta l4proto tcp th dport 8000 ip6 saddr @api6 accept",
+                         "meta l4proto tcp th dport 8000 drop"]),
+])
+def test_api_sources_decide_the_api_port_before_the_internal_accept(sources, api_rules):
+    """Empty list: the API port from anywhere. A list: only from it (and loopback, accepted
+    first); the drop comes before the internal accept, so the internal network is not
+    implied for the API port."""
+    rules = _tree_in(ruleset(Spec("t", "x", 1, 8000, sources, ("10.1.0.0/24",))))
+    assert rules[:2] == ['iif "lo" accept', "ct state established,related accept"]
+    assert rules[2:2 + len(api_rules)] == api_rules
+    assert rules[2 + len(api_rules):] == ["ip saddr @internal4 accept",
+                                          "ip6 saddr @internal6 accept", "drop"]
+
+
+def test_api_sources_sets_are_split_by_family_and_merged():
+    text = ruleset(Spec("t", "x", 1, 80, ("2001:db8::/32", "192.0.2.7/32", "192.0.2.0/24"), ()))
+    assert "elements = { 192.0.2.0/24 }" in text and "elements = { 2001:db8::/32 }" in text
+
+
+def test_api_sources_without_an_api_port_add_no_api_rule():
+    text = ruleset(Spec("t", "x", 1, None, ("192.0.2.0/24",), ()))
+    assert "dport" not in text
+
+
+@pytest.mark.parametrize("given,canonical", [
+    ("192.0.2.0/24", ("192.0.2.0/24",)),
+    ("192.0.2.9/24, 10.1.2.3", ("192.0.2.0/24", "10.1.2.3/32")),  # host bits cleared
+    ("2001:DB8::/32", ("2001:db8::/32",)),
+    ("", ()),
+])
+def test_api_sources_setting_is_canonical_from_cli_and_env(given, canonical):
+    assert resolve({"api_allowed_sources": given}, {}, None).api_allowed_sources == canonical
+    assert resolve({}, {"VSL_API_ALLOWED_SOURCES": given}, None).api_allowed_sources == \
+        canonical
+
+
+@pytest.mark.parametrize("bad", ["192.0.2.0/33", "example.com", "10.0.0.0/8/9", "::g"])
+def test_api_sources_refuse_what_is_not_a_network(tmp_path, bad):
+    """A bad item is a usage error (exit 2) that names the setting and the item."""
+    with pytest.raises(PolicyFileError, match=r"api_allowed_sources: .* is not an IP network"):
+        resolve({}, {"VSL_API_ALLOWED_SOURCES": bad}, None)
+    pol = tmp_path / "p.toml"
+    pol.write_text(f'[api]\nallowed_sources = ["10.0.0.0/8", "{bad}"]\n')
+    with pytest.raises(PolicyFileError, match=r"\(file\) is not an IP network") as exc:
+        resolve({}, {}, str(pol))
+    assert exc.value.code == 2
+
+
+def test_api_sources_bad_on_the_command_line_exit_2(tmp_path):
+    r = _cli("--api-allowed-sources", "192.0.2.0/33", "check", str(tmp_path))
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "is not an IP network" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("mode", ["auto", "off"])
+def test_api_sources_not_enforced_warn_vsl134(monkeypatch, mode):
+    """Where the table is not loaded the list restricts nothing: a warning says so (enforce
+    and strict already refuse with VSL132)."""
+    monkeypatch.setattr(enforce, "unusable", lambda: "no CAP_NET_ADMIN")
+    pol = Policy(firewall=mode, api_allowed_sources=("192.0.2.0/24",))
+    p = enforce.plan_firewall(plan(), pol, {})
+    assert [f.rule_id for f in p.findings] == ["VSL131" if mode == "auto" else "VSL133",
+                                               "VSL134"]
+    assert "192.0.2.0/24" in p.findings[1].message and not p.refused
+    assert [f.rule_id for f in enforce.plan_firewall(plan(), Policy(firewall=mode),
+                                                     {}).findings] == [p.findings[0].rule_id]
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or cg.cgroup2_mount() is None or not shutil.which("nft"),
+                    reason="needs root, nft and cgroup v2")
+def test_enforced_plan_carries_the_api_sources():
+    pol = Policy(firewall="enforce", api_allowed_sources=("192.0.2.0/24",))
+    doc = enforce.plan_firewall(plan(), pol, {}).facts["firewall"]
+    assert doc["api_sources"] == ["192.0.2.0/24"]
+    assert "th dport 8000 ip saddr @api4 accept" in doc["ruleset"]

@@ -24,7 +24,7 @@ import time
 
 import pytest
 
-from tests.support.fw_net import OUTSIDE, Net, connects, in_ns
+from tests.support.fw_net import OUTSIDE, PUB_OTHER, Net, connects, in_ns
 from tests.support.supervised import REPO, wait_for, write_plan
 
 pytestmark = pytest.mark.netns
@@ -149,6 +149,21 @@ def test_enforced_only_api_from_public_internal_ports_from_internal(net, service
     finally:
         outside.kill()
         outside.wait()
+
+
+def test_api_allowed_sources_narrow_the_api_port(net, service):
+    """[api] allowed_sources = ["198.51.100.2/32"]: that public host reaches the API, another
+    public host (198.51.100.3) and the internal host do not (the internal network is not
+    implied for the API port), the internal ports still answer the internal host, and loopback
+    (the launcher's own /health) still works."""
+    s = service("enforce", api_allowed_sources=["198.51.100.2/32"])
+    s.wait_ready()
+    assert connects(net.pub, "198.51.100.1", API, source="198.51.100.2")
+    assert not connects(net.pub, "198.51.100.1", API, source=PUB_OTHER)
+    assert not connects(net.pub, "198.51.100.1", API + 1, source="198.51.100.2")
+    assert not connects(net.priv, "10.77.0.1", API)
+    assert connects(net.priv, "10.77.0.1", API + 1)
+    assert s.get("/health") == "ok"
 
 
 def test_egress_metadata_refused_internal_allowed(net, service):

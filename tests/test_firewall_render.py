@@ -112,3 +112,54 @@ def test_shipped_host_ruleset_example_passes_nft_check():
     c = subprocess.run(["nft", "-c", "-f", os.path.join(REPO, "examples", "host-firewall.nft")],
                        capture_output=True, text=True)
     assert c.returncode == 0, c.stderr
+
+
+SOURCES = ("--api-allowed-sources", "192.0.2.0/24,2001:db8::/32,10.9.9.9")
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("nft"), reason="needs root and nft")
+def test_host_ruleset_with_api_sources_passes_nft_check(model, tmp_path):
+    """The allow-list becomes the sets api4/api6; the API port is dropped from everyone else
+    before the internal network's accept."""
+    r = render("nftables", model, "--port", "8123", launcher=SOURCES)
+    assert r.returncode == 0, r.stderr
+    assert "elements = { 10.9.9.9/32, 192.0.2.0/24 }" in r.stdout
+    assert "elements = { 2001:db8::/32 }" in r.stdout
+    rules = [ln.strip() for ln in r.stdout.splitlines() if "dport 8123" in ln]
+    assert rules == ["meta l4proto tcp th dport 8123 ip saddr @api4 accept",
+                     "meta l4proto tcp th dport 8123 ip6 saddr @api6 accept",
+                     "meta l4proto tcp th dport 8123 drop"]
+    assert r.stdout.index("dport 8123 drop") < r.stdout.index("ip saddr @internal4 accept")
+    path = tmp_path / "host.nft"
+    path.write_text(r.stdout)
+    c = subprocess.run(["nft", "-c", "-f", str(path)], capture_output=True, text=True)
+    assert c.returncode == 0, c.stderr
+
+
+def _public_address() -> str | None:
+    out = subprocess.run(["ip", "-4", "-o", "addr", "show", "scope", "global"],
+                         capture_output=True, text=True).stdout.split()
+    return out[out.index("inet") + 1].split("/")[0] if "inet" in out else None
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze missing")
+def test_unit_allows_the_api_sources_and_still_verifies(model, tmp_path):
+    """A public API with a listed set of clients and a local model: deny all, allow loopback,
+    the internal network and the clients (systemd filters have no ports, so this is the most
+    a unit can say); the launcher option is carried into ExecStart for the live table."""
+    host = _public_address()
+    if host is None:
+        pytest.skip("this host has no global IPv4 address to put the API on")
+    r = render("systemd", model, "--host", host, "--port", "8000", env={"HF_HUB_OFFLINE": "1"},
+               launcher=SOURCES)
+    assert r.returncode == 0, r.stderr
+    allow = [ln for ln in r.stdout.splitlines() if ln.startswith("IPAddress")]
+    assert allow[:2] == ["IPAddressDeny=any", "IPAddressAllow=localhost"]
+    assert allow[-3:] == ["IPAddressAllow=10.9.9.9/32", "IPAddressAllow=192.0.2.0/24",
+                          "IPAddressAllow=2001:db8::/32"]
+    assert "--api-allowed-sources 192.0.2.0/24,2001:db8::/32,10.9.9.9" in r.stdout
+    unit = tmp_path / "vllm.service"
+    unit.write_text(r.stdout)
+    v = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True)
+    assert v.returncode == 0, v.stderr
+    assert score(str(unit)) <= DOCUMENTED_SCORE["offline"]

@@ -21,7 +21,7 @@ def ids(findings) -> set[str]:
 def test_defaults_give_config_env_and_middleware_last() -> None:
     env = gate_config.child_env(None)
     assert set(env) == {"VSL_GATE_CONFIG"}
-    assert json.loads(env["VSL_GATE_CONFIG"]) == {"version": 1}
+    assert json.loads(env["VSL_GATE_CONFIG"]) == {"version": 1, "surface": "0.32"}
     assert gate_config.middleware_args(None) == ("--middleware",
                                                   "vllm_secure_launch.gate.middleware.EndpointGate")
     assert gate_config.MIDDLEWARE == "vllm_secure_launch.gate.middleware.EndpointGate"

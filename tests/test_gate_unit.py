@@ -131,15 +131,67 @@ def test_every_default_keyed_route_needs_the_key(route: routes.RouteInfo) -> Non
             assert headers.get(b"www-authenticate") == b"Bearer"
 
 
-@pytest.mark.parametrize("route", [r for r in routes.ROUTES if r.default == routes.DENY],
-                         ids=lambda r: r.path)
-def test_every_denied_route_is_404_whatever_the_key(route: routes.RouteInfo) -> None:
+@pytest.mark.parametrize("surface,route", [
+    (s, r) for s in routes.SURFACES for r in routes.inventory(s) if r.default == routes.DENY],
+    ids=lambda x: x if isinstance(x, str) else x.path)
+def test_every_denied_route_is_404_whatever_the_key(surface: str, route: routes.RouteInfo
+                                                    ) -> None:
+    """Each surface's inventory, through the config the planner writes for that vLLM."""
+    env = {"VLLM_API_KEY": KEY, gate.CONFIG_ENV: json.dumps({"version": 1, "surface": surface})}
     for auth in (None, WRONG, KEY):
         for method in route.methods:
-            g, inner = make_gate()
+            g, inner = make_gate(env)
             status, _, body, _ = run(g, http_scope(method, route.probe_path, auth=auth))
             assert status == 404 and inner.calls == [], (route.path, auth)
             assert json.loads(body) == {"detail": "Not Found"}  # same as FastAPI's own 404
+
+
+def _generated_routes(surface: str) -> set[tuple[str, str]]:
+    """(path, method) pairs of vLLM's build_app() over the recipe's 26 builds
+    (surface-data/<surface>/vllm_<surface>_routes.json); HEAD and Mounts left out."""
+    from pathlib import Path
+
+    name = f"vllm_{surface.replace('.', '_')}_routes.json"
+    doc = json.loads((Path(__file__).resolve().parents[1] / "surface-data" / surface / name)
+                     .read_text(encoding="utf-8"))
+    return {(r["path"], m) for r in doc["routes"] if r["class"] != "Mount"
+            for m in r["methods"] if m != "HEAD"}
+
+
+@pytest.mark.parametrize("surface", routes.SURFACES)
+def test_each_inventory_lists_every_route_that_vllm_builds(surface: str) -> None:
+    """The gate and probe know every route of that vLLM by name (a missing one is still denied
+    by default-deny, but probe would not check it and the docs would not list it)."""
+    ours = {(r.path, m) for r in routes.inventory(surface) for m in r.methods if m != "HEAD"}
+    missing = _generated_routes(surface) - ours
+    assert not missing, sorted(missing)
+    # Listed but never built: only the Cohere chat route, which needs the cohere SDK.
+    extra = {p for p, _ in ours - _generated_routes(surface)}
+    assert extra <= {"/cohere/v2/chat"}, sorted(extra)
+
+
+def test_0_33_decisions_route_is_closed_by_default_and_can_be_allowed() -> None:
+    """vLLM 0.33's new POST /v1/decisions runs the model: 404 by default, with or without the
+    key; a policy can allow it (keyed)."""
+    assert routes.by_path("0.33")["/v1/decisions"].default == routes.DENY
+    assert "/v1/decisions" not in routes.by_path("0.32")
+    closed = {"VLLM_API_KEY": KEY, gate.CONFIG_ENV: json.dumps({"version": 1, "surface": "0.33"})}
+    g, inner = make_gate(closed)
+    assert run(g, http_scope("POST", "/v1/decisions", auth=KEY))[0] == 404 and not inner.calls
+    allowed = {**closed, gate.CONFIG_ENV: json.dumps(
+        {"version": 1, "surface": "0.33", "allow": [{"path": "/v1/decisions"}]})}
+    g, inner = make_gate(allowed)
+    assert run(g, http_scope("POST", "/v1/decisions", auth=None))[0] == 401
+    run(g, http_scope("POST", "/v1/decisions", auth=KEY))
+    assert len(inner.calls) == 1
+
+
+def test_unknown_surface_in_the_config_fails_closed(caplog: pytest.LogCaptureFixture) -> None:
+    env = {"VLLM_API_KEY": KEY, gate.CONFIG_ENV: json.dumps({"version": 1, "surface": "0.99"})}
+    with caplog.at_level(logging.ERROR):
+        g, inner = make_gate(env)
+    assert "surface" in caplog.text
+    assert run(g, http_scope("GET", "/v1/models"))[0] == 404 and not inner.calls
 
 
 def test_health_is_public_and_get_only() -> None:

@@ -23,6 +23,7 @@ from tests.fakes.hosts import (
 )
 from vllm_secure_launch.findings import Severity
 from vllm_secure_launch.preflight import HostView, PreflightRequest, run
+from vllm_secure_launch.preflight import npu_network as NN
 from vllm_secure_launch.preflight.ascend import (
     parse_npu_smi_info,
     parse_npu_smi_mapping,
@@ -237,12 +238,21 @@ def test_vllm_mindspore_command_and_flags_it_lacks(tmp_path):
 
 
 # -- multi-node NPU network (hccn_tool stand-in: tests/fakes/hccn_tool) ------------------------
+# The stand-in is a narrow fake at the boundary (no NPU here): it answers -link/-net_health/
+# -ip/-ping in the real tool's output format; the subprocess calls, the parsers, the pairing
+# of NPUs with peers and every judgement are the real code.
 
 MULTI = {"tensor_parallel_size": "4", "nnodes": "2", "node_rank": "1",
          "master_addr": "10.0.0.1", "headless": True}
+# This node: NPU 0 and 1 on two RoCE planes (one subnet per NPU index, as on Atlas A2).
+CONF = ("address_0=192.168.100.101\nnetmask_0=255.255.255.0\n"
+        "address_1=192.168.101.101\nnetmask_1=255.255.255.0\n"
+        "address_2=192.168.102.101\nnetmask_2=255.255.255.0\n"
+        "netdetect_0=192.168.100.1\ngateway_0=192.168.100.1\n")
+PEERS = "192.168.100.201,192.168.101.201"
 
 
-def hccn(tmp_path: Path, scenario: str | None):
+def hccn(tmp_path: Path, scenario: str | None, unreachable=(), lossy=()):
     import shutil
 
     bin_dir = npu_smi_bin(tmp_path / "bin", "healthy")
@@ -250,23 +260,17 @@ def hccn(tmp_path: Path, scenario: str | None):
         tool = bin_dir / "hccn_tool"
         shutil.copy(Path(__file__).resolve().parent / "fakes" / "hccn_tool", tool)
         (bin_dir / "hccn_tool.scenario").write_text(scenario)
+        (bin_dir / "hccn_tool.unreachable").write_text("\n".join(unreachable))
+        (bin_dir / "hccn_tool.lossy").write_text("\n".join(lossy))
     return bin_dir
 
 
-def ascend_multi(tmp_path: Path, scenario: str | None, conf: bool = True, values=None):
-    from dataclasses import dataclass
-
-    from vllm_secure_launch.preflight import ascend as A
-
-    bin_dir = hccn(tmp_path, scenario)
+def ascend_multi(tmp_path: Path, scenario: str | None, conf: str | None = CONF, values=None,
+                 peers: str = PEERS, unreachable=(), lossy=()):
+    bin_dir = hccn(tmp_path, scenario, unreachable, lossy)
     conf_path = tmp_path / "hccn.conf"
-    if conf:
-        conf_path.write_text("address_0=192.168.100.101\nnetmask_0=255.255.255.0\n")
-
-    @dataclass(frozen=True)
-    class View(HostView):
-        hccn_conf: str = str(conf_path)
-
+    if conf is not None:
+        conf_path.write_text(conf)
     dev = ascend_dev(tmp_path / "dev", 4, True)
     root = ascend_root(tmp_path / "Ascend", True, True)
     site = tmp_path / "site"
@@ -276,34 +280,209 @@ def ascend_multi(tmp_path: Path, scenario: str | None, conf: bool = True, values
     home = root / "ascend-toolkit" / "latest"
     env = {"PATH": str(bin_dir), "ASCEND_HOME_PATH": str(home),
            "LD_LIBRARY_PATH": str(home / "lib64")}
-    host = View(dev_root=str(dev), ascend_root=str(root), dist_paths=[str(site)])
+    host = HostView(dev_root=str(dev), ascend_root=str(root), dist_paths=[str(site)],
+                    hccn_conf=str(conf_path))
     args = ServeArgs(model="m", values=values if values is not None else MULTI)
-    assert A.HCCN_CONF == "/etc/hccn.conf"
-    return run(PreflightRequest.from_serve_args(args, env, "ascend"), host), bin_dir
+    req = PreflightRequest.from_serve_args(args, env, "ascend", npu_peers=peers)
+    return run(req, host), bin_dir
 
 
-def test_multinode_npu_network_healthy_checks_link_and_health_per_npu(tmp_path):
-    report, bin_dir = ascend_multi(tmp_path, "healthy")
-    assert not {"VSL552", "VSL553", "VSL554"} & ids(report), report.findings
-    calls = (bin_dir / "hccn_tool.calls").read_text().split("\n")
-    # tp 4 over 2 nodes: this node checks its 2 NPUs
-    assert "-i 1 -link -g" in calls and "-i 0 -net_health -g" in calls
+def hccn_calls(bin_dir: Path) -> list[str]:
+    path = bin_dir / "hccn_tool.calls"
+    return path.read_text().splitlines() if path.exists() else []
+
+
+NET = {"VSL552", "VSL553", "VSL554", "VSL580", "VSL581", "VSL582", "VSL583", "VSL584"}
+
+
+def test_default_hccn_conf_is_the_install_guides_path():
+    assert HostView().hccn_conf == "/etc/hccn.conf"
+
+
+def test_multinode_npu_network_healthy_checks_ports_and_pings_each_peer_from_its_plane(tmp_path):
+    report, bin_dir = ascend_multi(tmp_path, "healthy", peers=PEERS + ",10.9.9.9")
+    assert not NET & ids(report) and not report.blocked, report.findings
+    calls = hccn_calls(bin_dir)
+    # tp 4 over 2 nodes: this node checks its 2 NPUs, not the others
+    assert {"-i 0 -link -g", "-i 1 -link -g", "-i 0 -net_health -g",
+            "-i 1 -net_health -g"} <= set(calls)
     assert "-i 2 -link -g" not in calls
+    # each peer from the NPU whose subnet holds it; one in no subnet from the first NPU
+    assert "-i 0 -ping -g address 192.168.100.201" in calls
+    assert "-i 1 -ping -g address 192.168.101.201" in calls
+    assert "-i 0 -ping -g address 10.9.9.9" in calls
+    assert "3 peer NPU address(es) answered" in all_of(report, "VSL585")[0].message
 
 
-@pytest.mark.parametrize("scenario,words", [("linkdown", "NPU 1: link not UP"),
-                                            ("unhealthy", "NPU 0: net health not Success"),
-                                            ("broken", "-8005")])
-def test_multinode_npu_network_faults_are_vsl552(tmp_path, scenario, words):
+def test_a_rank_table_serves_every_node_and_this_nodes_own_addresses_are_left_out(tmp_path):
+    import json
+
+    table = {"version": "1.0", "server_count": "2", "status": "completed", "server_list": [
+        {"server_id": "10.0.0.1", "device": [
+            {"device_id": "0", "device_ip": "192.168.100.201", "rank_id": "0"},
+            {"device_id": "1", "device_ip": "192.168.101.201", "rank_id": "1"}]},
+        {"server_id": "10.0.0.2", "device": [
+            {"device_id": "0", "device_ip": "192.168.100.101", "rank_id": "2"},
+            {"device_id": "1", "device_ip": "192.168.101.101", "rank_id": "3"}]}]}
+    path = tmp_path / "rank_table.json"
+    path.write_text(json.dumps(table))
+    report, bin_dir = ascend_multi(tmp_path, "healthy", peers=str(path))
+    assert not report.blocked, report.findings
+    pings = [c for c in hccn_calls(bin_dir) if "-ping" in c]
+    assert pings == ["-i 0 -ping -g address 192.168.100.201",
+                     "-i 1 -ping -g address 192.168.101.201"]
+
+
+def test_a_plain_peer_file_with_comments(tmp_path):
+    path = tmp_path / "peers.txt"
+    path.write_text("# node2\n192.168.100.201\n192.168.101.201  # NPU 1\n\n")
+    report, bin_dir = ascend_multi(tmp_path, "healthy", peers=str(path))
+    assert not report.blocked and len([c for c in hccn_calls(bin_dir) if "-ping" in c]) == 2
+
+
+def test_without_npu_peers_the_start_is_blocked_and_the_ports_are_still_checked(tmp_path):
+    """Fail closed: no peers means the ping cannot be done (VSL580); the other checks run,
+    so every problem is reported at once."""
+    report, bin_dir = ascend_multi(tmp_path, "linkdown", peers="")
+    assert report.blocked and {"VSL580", "VSL552"} <= ids(report)
+    assert "no --npu-peers" in all_of(report, "VSL580")[0].message
+    assert not [c for c in hccn_calls(bin_dir) if "-ping" in c]
+
+
+@pytest.mark.parametrize("peers,words", [
+    ("192.168.100.201,192.168.100.300", "'192.168.100.300' is not an IP address"),
+    ("{MISSING}", "missing, unreadable or empty"),
+    ("{BADJSON}", "not valid JSON"),
+    ("{NOTABLE}", "server_list"),
+    ("192.168.100.101,192.168.101.101", "only this node's own NPU addresses"),
+    (" , ", "names no address"),
+])
+def test_unusable_peer_lists_are_vsl581(tmp_path, peers, words):
+    (tmp_path / "bad.json").write_text('{"server_list": [')
+    (tmp_path / "notable.json").write_text('{"servers": []}')
+    peers = peers.format(MISSING=tmp_path / "nope.txt", BADJSON=tmp_path / "bad.json",
+                         NOTABLE=tmp_path / "notable.json")
+    report, _ = ascend_multi(tmp_path, "healthy", peers=peers)
+    assert report.blocked and words in all_of(report, "VSL581")[0].message
+
+
+@pytest.mark.parametrize("unreachable,lossy,words", [
+    (["192.168.101.201"], [], "NPU 1 -> 192.168.101.201: 0/3 received, 100.00% packet loss"),
+    ([], ["192.168.100.201"], "NPU 0 -> 192.168.100.201: 2/3 received, 33.33% packet loss"),
+])
+def test_a_peer_that_does_not_answer_is_vsl583(tmp_path, unreachable, lossy, words):
+    report, _ = ascend_multi(tmp_path, "healthy", unreachable=unreachable, lossy=lossy)
+    assert report.blocked and all_of(report, "VSL583")[0].message == words
+    assert "VSL585" not in ids(report)
+
+
+def test_every_npu_network_problem_is_reported_at_once(tmp_path):
+    conf = "address_0=192.168.100.101\nnetmask_0=255.255.255.0\n"  # no address_1
+    report, _ = ascend_multi(tmp_path, "linkdown", conf=conf,
+                             unreachable=["192.168.100.201", "192.168.101.201"])
+    assert {"VSL552", "VSL582", "VSL583"} <= ids(report) and report.blocked
+    assert "NPU 1: link DOWN" in all_of(report, "VSL552")[0].message
+    assert "NPU 1: no address_1=" in all_of(report, "VSL582")[0].message
+    assert all_of(report, "VSL583")[0].message.count("packet loss") == 2
+
+
+@pytest.mark.parametrize("scenario,words", [("linkdown", "NPU 1: link DOWN"),
+                                            ("unhealthy", "NPU 0: net health Fault")])
+def test_multinode_npu_port_faults_are_vsl552(tmp_path, scenario, words):
     report, _ = ascend_multi(tmp_path, scenario)
     assert report.blocked and words in all_of(report, "VSL552")[0].message
 
 
+@pytest.mark.parametrize("scenario,words", [("broken", "-8005"),
+                                            ("garbage", "format changed")])
+def test_answers_that_cannot_be_read_block_as_vsl584(tmp_path, scenario, words):
+    """Fail closed: a driver error or an unknown output format decides nothing."""
+    report, _ = ascend_multi(tmp_path, scenario)
+    msg = all_of(report, "VSL584")[0].message
+    assert report.blocked and words in msg and "-ping -g address" in msg
+    assert "VSL552" not in ids(report) and "VSL583" not in ids(report)
+
+
+def test_without_hccn_conf_the_npus_own_addresses_come_from_the_device(tmp_path):
+    """/etc/hccn.conf missing is VSL554 (a warning, as before); the NPUs' own addresses are
+    then read with `hccn_tool -i N -ip -g`, so a shared peer list still leaves them out."""
+    report, bin_dir = ascend_multi(tmp_path, "healthy", conf=None,
+                                   peers="192.168.100.101,192.168.100.201")
+    calls = hccn_calls(bin_dir)
+    assert "-i 0 -ip -g" in calls and "-i 1 -ip -g" in calls
+    assert [c for c in calls if "-ping" in c] == ["-i 0 -ping -g address 192.168.100.201"]
+    assert "VSL554" in ids(report) and not report.blocked
+
+
 def test_multinode_without_hccn_tool_is_vsl553_and_missing_conf_vsl554(tmp_path):
-    report, _ = ascend_multi(tmp_path, None, conf=False)
+    report, _ = ascend_multi(tmp_path, None, conf=None)
     assert {"VSL553", "VSL554"} <= ids(report) and report.blocked
 
 
 def test_one_node_ascend_skips_the_npu_network_check(tmp_path):
-    report, _ = ascend_multi(tmp_path, "broken", values={"tensor_parallel_size": "4"})
-    assert not {"VSL552", "VSL553", "VSL554"} & ids(report)
+    report, _ = ascend_multi(tmp_path, "broken", values={"tensor_parallel_size": "4"},
+                             peers="")
+    assert not NET & ids(report) and "VSL585" not in ids(report)
+
+
+# -- the pure parts (no stand-in) ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("code,text,verdict", [
+    (0, "device 0 PING 10.10.100.10\nrecv seq=0,time=0.067000ms\nrecv seq=1,time-0.049000ms\n"
+        "recv seq=2,time=0.047000ms\n3 packets transmitted, 3 received, 0.00% packet loss",
+     (True, "3/3 received, 0.00% packet loss")),
+    (1, "recv time out seq=0\nrecv seq=1,time=0.097000ms\nrecv seq=2,time=0.066000ms\n"
+        "3 packets transmitted, 2 received, 33.33% packet loss",
+     (False, "2/3 received, 33.33% packet loss")),
+    (1, "device 0 PING 10.0.0.9\nrecv time out seq=0", (False, "recv time out seq")),
+    (1, "From 10.0.0.9 Destination Host Unreachable", (False, "Destination Host Unreachable")),
+    (255, "dsmi_get_device_info failed, ret = -8005", (None, "")),
+    (0, "", (None, "")),
+])
+def test_parse_ping_output_as_the_ascend_docs_show_it(code, text, verdict):
+    assert NN.parse_ping(code, text) == verdict
+
+
+def test_parse_hccn_conf_takes_address_and_netmask_per_npu():
+    got = NN.parse_hccn_conf(CONF + "address_7 = 192.168.107.101\n# address_9=1.2.3.4\n")
+    assert got[0] == NN.NpuAddress("192.168.100.101", "255.255.255.0")
+    assert got[7] == NN.NpuAddress("192.168.107.101", None) and 9 not in got and 3 not in got
+
+
+def test_pairing_uses_the_npu_whose_subnet_holds_the_peer():
+    own = NN.parse_hccn_conf(CONF)
+    assert NN.pair(["192.168.101.9", "192.168.100.9", "172.16.0.1"], own, [0, 1]) == [
+        (1, "192.168.101.9"), (0, "192.168.100.9"), (0, "172.16.0.1")]
+    assert NN.pair(["192.168.101.9"], {}, [2, 3]) == [(2, "192.168.101.9")]
+
+
+def test_parse_peers_dedupes_and_canonicalises():
+    assert NN.parse_peers("10.0.0.1, 10.0.0.1,fe80::0001") == ["10.0.0.1", "fe80::1"]
+    with pytest.raises(NN.PeerError):
+        NN.parse_peers("\n".join(f"10.0.{i // 250}.{i % 250}" for i in range(1100)))
+
+
+def test_plan_level_a_failed_peer_ping_refuses_the_plan_with_69(tmp_path):
+    """Through the one pure amendment both dry-run and serve use: the NPU network findings
+    make the plan's decision preflight-failed (exit 69)."""
+    from vllm_secure_launch.config.policy import Policy
+    from vllm_secure_launch.exitcodes import ExitCode
+    from vllm_secure_launch.host.facts import HostFacts
+    from vllm_secure_launch.pipeline import decision_code
+    from vllm_secure_launch.plan.amend import with_preflight
+    from vllm_secure_launch.plan.build import build_plan
+    from vllm_secure_launch.surface import flags
+
+    report, _ = ascend_multi(tmp_path, "healthy", unreachable=["192.168.100.201"])
+    args = flags.parse(["m", "-tp", "4", "--nnodes", "2", "--node-rank", "1", "--headless",
+                        "--master-addr", "10.0.0.1"])
+    policy = Policy(internal_ip="10.0.0.2")
+    from vllm_secure_launch.addresses import IfAddr
+
+    facts = HostFacts(interfaces={"eth0": (IfAddr("10.0.0.2", 24),)})
+    planned = build_plan(args, {"VLLM_API_KEY": "k" * 32}, policy, facts, accelerator="ascend")
+    assert planned.decision == "start", [f for f in planned.findings if f.blocking]
+    plan = with_preflight(planned, report, policy)
+    assert plan.decision == "preflight-failed" and decision_code(plan) == ExitCode.PREFLIGHT_FAILED
+    assert "VSL583" in {f.rule_id for f in plan.findings}

@@ -76,6 +76,7 @@ def test_check_is_valid(validator, args, decision):
     doc = emit("--format", "json", "check", *args)
     assert_valid(validator, doc, "check")
     assert doc["decision"] == decision
+    assert doc["vllm"]["surface"] in ("0.32", "0.33") and doc["vllm"]["why"]  # surface used
     assert decision == "start" or any(f["id"] == "VSL220" for f in doc["findings"])
 
 

@@ -266,23 +266,79 @@ def test_watchdog_pings_only_while_health_answers_vsl624(tmp_path):
     ns.close()
 
 
-def test_headless_node_is_ready_after_a_clean_audit_without_health(tmp_path):
-    """--headless followers have no API server: READY=1 after the first clean audit, no /health
-    wait (it would never answer and the node would exit 75), continuous audit afterwards."""
-    ns = NotifySocket(str(tmp_path / "notify"))
+def headless_plan(tmp_path, *fake_args: str, internal_ip: str | None = "127.0.0.2",
+                  **sv) -> str:
+    """A headless follower's plan: no API; the fake's /health on 127.0.0.1 stands for vLLM's
+    loopback-only sockets, --late-listen for the engines' listener on the internal address."""
+    sv = {"ready_timeout": 10, "stop_grace": 3, "report_path": str(tmp_path / "report.json"),
+          **sv}
     doc = {
-        "host": None, "port": None, "headless": True,
-        "argv": fake_argv("--port", "18031", "--state", str(tmp_path / "state.json")),
-        "supervision": {"ready_timeout": 5, "stop_grace": 3,
-                        "report_path": str(tmp_path / "report.json")},
-        "rpc_dir": str(tmp_path / "rpc"),
+        "host": None, "port": None, "headless": True, "internal_ip": internal_ip,
+        "internal_ips": [internal_ip] if internal_ip else [],
+        "argv": fake_argv("--port", "0", "--state", str(tmp_path / "state.json"), *fake_args),
+        "supervision": sv, "rpc_dir": str(tmp_path / "rpc"),
     }
-    p = start_launcher(write_plan(str(tmp_path / "plan.json"), doc),
+    return write_plan(str(tmp_path / "plan.json"), doc)
+
+
+def test_headless_follower_is_ready_only_after_its_internal_listener_appeared(tmp_path):
+    """A stand-in process tree for a --headless follower: its loopback socket is up at once,
+    its engines' listener on the internal address (the gloo/HCCL pair after joining the head)
+    1.5 s later. READY=1 comes only after that listener appeared and the audit of it was
+    clean; no /health is waited for (there is none)."""
+    ns = NotifySocket(str(tmp_path / "notify"))
+    port = 18000 + os.getpid() % 1000
+    p = start_launcher(headless_plan(tmp_path, "--late-listen", f"127.0.0.2:{port}",
+                                     "--late-after", "1.5"), env={"NOTIFY_SOCKET": ns.path})
+    wait_for(lambda: read_json(str(tmp_path / "state.json")), 10, what="fake started")
+    time.sleep(0.8)
+    rep = read_json(str(tmp_path / "report.json"))
+    assert not ns.has("READY=1") and (rep is None or rep["phase"] != "serving")
+    rep = ready(tmp_path)
+    wait_for(lambda: ns.has("READY=1"), 5, what="READY=1")
+    rows = {(r["address"], r["port"]): r for r in rep["listeners"]}
+    assert rows[("127.0.0.2", port)]["reason"] == "internal"
+    p.send_signal(signal.SIGTERM)
+    code, _, err = finish(p)
+    assert code in (0, 128 + signal.SIGTERM), err
+    assert f"engines listen on 127.0.0.2:{port}/tcp" in err and "/health" not in err
+    ns.close()
+
+
+def test_headless_follower_without_its_internal_listener_exits_75(tmp_path):
+    """Bounded wait: a follower whose engines never listen on the internal address (it never
+    joined the head) is not reported ready; after ready_timeout it stops with 75."""
+    ns = NotifySocket(str(tmp_path / "notify"))
+    p = start_launcher(headless_plan(tmp_path, ready_timeout=2),
+                       env={"NOTIFY_SOCKET": ns.path})
+    code, _, err = finish(p)
+    assert code == 75, err
+    assert "VSL620" in err and "did not join the head" in err and not ns.has("READY=1")
+    state = read_json(str(tmp_path / "state.json"))
+    assert state and not alive(state["pid"])
+    ns.close()
+
+
+def test_headless_follower_with_a_wildcard_listener_while_loading_exits_77(tmp_path):
+    """The readiness audits are real audits: a forbidden listener before READY stops it."""
+    port = 19000 + os.getpid() % 1000
+    p = start_launcher(headless_plan(tmp_path, "--late-listen", f"0.0.0.0:{port}",
+                                     "--late-after", "0.3"))
+    code, _, err = finish(p)
+    assert code == 77, err
+    assert "VSL600" in err and f"0.0.0.0:{port}" in err
+
+
+def test_engine_only_node_without_internal_address_counts_loopback_listeners(tmp_path):
+    """A headless plan without an internal address (engines only, one host) is ready after its
+    loopback listener appeared and a clean audit: no /health wait (it would never answer)."""
+    ns = NotifySocket(str(tmp_path / "notify"))
+    p = start_launcher(headless_plan(tmp_path, internal_ip=None),
                        env={"NOTIFY_SOCKET": ns.path})
     ready(tmp_path)
     wait_for(lambda: ns.has("READY=1"), 5, what="READY=1")
     p.send_signal(signal.SIGTERM)
     code, _, err = finish(p)
     assert code in (0, 128 + signal.SIGTERM), err  # the fake may not have its handler yet
-    assert "headless" in err and "waiting up to" not in err
+    assert "headless" in err and "/health" not in err
     ns.close()

@@ -256,3 +256,17 @@ def test_stopper_wakes_the_loop_at_the_grace_deadline_and_logs_the_stop():
     assert s.deadlines(stopping=False) == []
     assert lines == ["stopping vLLM (received SIGTERM): SIGTERM to its process group, "
                      "SIGKILL after 3 s"]
+
+
+def test_follower_listeners_are_those_on_the_internal_address_else_loopback():
+    """A headless follower is ready once vLLM's tree listens on the node's internal address
+    (its engines joined the head); loopback sockets do not count, except on a plan without
+    an internal address."""
+    from vllm_secure_launch.supervise.readiness import follower_listeners
+
+    lo, inner, v6 = (Listener("tcp", "127.0.0.1", 5000), Listener("tcp", "10.0.0.5", 41234),
+                     Listener("tcp", "::1", 5001))
+    assert follower_listeners("10.0.0.5", [lo, v6]) == []
+    assert follower_listeners("10.0.0.5", [lo, inner]) == [inner]
+    assert follower_listeners("::ffff:10.0.0.5", [inner]) == [inner]
+    assert follower_listeners(None, [lo, inner, v6]) == [lo, v6]

@@ -69,18 +69,24 @@ def test_table_has_every_serve_option_with_aliases_and_kinds():
     assert t.top_level_strings == frozenset({"-h", "--help", "-v", "--version"})
 
 
-def test_generated_table_module_equals_the_json_source_of_truth():
-    """The launcher loads the table from the generated Python module; the JSON is the source.
-    Both must give the same table, and the module must be what the generator writes today."""
-    from_module = vf.load_table()
-    from_json = vf.load_table(str(vf.table_path()))
-    assert from_module == from_json
+@pytest.mark.parametrize("surface", ["0.32", "0.33"])
+def test_generated_table_module_equals_the_json_source_of_truth(surface):
+    """The launcher loads each surface's table from its generated Python module; the JSON is
+    the source. Both must give the same table, and the module must be what the generator writes
+    today."""
+    from vllm_secure_launch.surface import versions
+
+    assert surface in versions.KNOWN
+    from_module = vf.table_for(surface)
+    from_json = vf.load_table(str(vf.table_path(surface)))
+    assert from_module == from_json and from_module.surface == surface
     assert [dataclasses.astuple(f) for f in from_module.flags] == [
         dataclasses.astuple(f) for f in from_json.flags]
-    doc = json.loads(vf.table_path().read_text(encoding="utf-8"))
-    module_file = vf.table_path().with_suffix(".py")
-    assert module_file.read_text(encoding="utf-8") == vf.render_table_module(doc), (
-        "surface/data/vllm_0_32_serve_flags.py is stale: run scripts/gen-flag-table")
+    doc = json.loads(vf.table_path(surface).read_text(encoding="utf-8"))
+    module_file = vf.table_path(surface).with_suffix(".py")
+    assert module_file.read_text(encoding="utf-8") == vf.render_table_module(
+        doc, source=module_file.with_suffix(".json").name), (
+        f"{module_file.name} is stale: run scripts/gen-flag-table (--from-extended)")
 
 
 def test_loading_the_shipped_table_parses_no_json(monkeypatch):

@@ -42,35 +42,61 @@ def prepare(cli: Mapping[str, Any], vllm_args: Sequence[str],
     policy = load(cli, environ)
     packages = host_packages.installed(policy.vllm_command)
     choice = versions.choose(*host_packages.engine(packages[0]))
-    args = flags.parse(list(vllm_args), table=None if choice.surface == versions.KNOWN[0]
-                       else flags.load_table(str(choice.flags_file)))
+    # The flag table of the vLLM that will run; the parsed args carry it (ServeArgs.surface),
+    # so the pure planner renders and judges them with the same table.
+    args = flags.parse(list(vllm_args), table=flags.table_for(choice.surface))
     # Paths vLLM will open, resolved here (cwd, symlinks) so the pure rules judge the real one.
     media = args.get("allowed_local_media_path")
     facts = host_facts.collect(environ, policy.api_key_file, policy.runtime_dir,
                                policy.allowed_media_dirs,
                                paths=(media,) if isinstance(media, str) else (),
                                vllm_command=policy.vllm_command, packages=packages,
-                               surface=(choice.surface, choice.exact, choice.why))
+                               surface=(choice.surface, choice.exact, choice.why),
+                               ray_token_file=policy.ray_token_file
+                               or environ.get("RAY_AUTH_TOKEN_PATH", ""))
     from vllm_secure_launch.firewall.enforce import plan_firewall
 
     platform = accelerator(policy, environ)
     # Multi-node: ranks, head address and ports derived from the Slurm step (or --node-list/
     # --node-rank) before planning, so the plan and --dry-run show them (cluster/derive.py).
-    args, derived = cluster_amend(args, environ, policy, facts, platform)
+    args, derived, derived_env = cluster_amend(args, environ, policy, facts, platform)
     plan = build_plan(args, environ, policy, facts, accelerator=platform,
-                      extra_findings=derived)
-    plan = with_preflight(plan, preflight(plan, args), policy)
-    return Prepared(plan_firewall(plan, policy, args), policy, args)
+                       extra_findings=derived, extra_env=derived_env)
+    plan = with_preflight(plan, preflight(plan, args, policy.npu_peers), policy)
+    plan = plan_firewall(plan, policy, args)
+    return Prepared(ray_cluster(plan, args, policy, facts.packages_source), policy, args)
+
+
+def ray_cluster(plan: Plan, args: ServeArgs, policy: Policy, python: str) -> Plan:
+    """On a Ray backend, the live check of the cluster vLLM will join (preflight/ray_cluster.py
+    observes in a child of vLLM's interpreter, rules/ray_live_rules.py judges): last, so it
+    knows whether the kernel firewall will hold vLLM's driver port."""
+    from vllm_secure_launch.plan.amend import with_ray_cluster
+
+    if "ray" not in (args.get("distributed_executor_backend"), args.get("data_parallel_backend")):
+        return plan
+    if plan.decision != "start":
+        return with_ray_cluster(plan, {"checked": False, "why": "the plan is refused before the "
+                                       "cluster check"}, (), (), policy)
+    from vllm_secure_launch.preflight import ray_cluster as observe
+    from vllm_secure_launch.rules.ray_live_rules import judge
+
+    local = [ip for ip in (plan.internal_ip, "127.0.0.1") if ip]
+    obs = observe.observe(python, plan.env, local)
+    verdict = judge(obs, plan.facts.get("internal_network"))
+    return with_ray_cluster(plan, {"checked": True, **obs.to_dict()}, verdict.findings,
+                            verdict.worker_ports, policy)
 
 
 def cluster_amend(args: ServeArgs, environ: Mapping[str, str], policy: Policy, facts: Any,
-                  platform: str) -> tuple[ServeArgs, tuple[Finding, ...]]:
+                  platform: str
+                  ) -> tuple[ServeArgs, tuple[Finding, ...], Mapping[str, str]]:
     from vllm_secure_launch.cluster import derive, lookup
 
     head = derive.head_to_resolve(environ, policy, platform)
     addrs = {head: lookup.addresses(head)} if head else {}  # the one effect: resolve the head
     d = derive.amend(args, environ, policy, facts.interfaces, platform, addrs)
-    return d.args, d.findings
+    return d.args, d.findings, d.env
 
 
 def accelerator(policy: Policy, environ: Mapping[str, str]) -> str:
@@ -81,11 +107,11 @@ def accelerator(policy: Policy, environ: Mapping[str, str]) -> str:
     return detect.platform(environ)
 
 
-def preflight(plan: Plan, args: ServeArgs) -> Any:
+def preflight(plan: Plan, args: ServeArgs, npu_peers: str = "") -> Any:
     from vllm_secure_launch.preflight import runner
 
     # Judge the environment vLLM will actually get, not the launcher's own.
-    return runner.run_for_serve(args, plan.env, plan.accelerator)
+    return runner.run_for_serve(args, plan.env, plan.accelerator, npu_peers=npu_peers)
 
 
 def decision_code(plan: Plan) -> ExitCode:

@@ -15,7 +15,7 @@ o=$(echo "$OLD" | tr . _); n=$(echo "$NEW" | tr . _)
 mkdir -p "$OUT/$OLD" "$OUT/$NEW"
 for side in old new; do
   if [ $side = old ]; then PY=$OLD_PY; V=$OLD; T=$o; PL=$PLATFORM_OLD; else PY=$NEW_PY; V=$NEW; T=$n; PL=$PLATFORM_NEW; fi
-  "$PY" "$HERE/gen-flag-table" --platform "$PL" --out "$OUT/$V/vllm_${T}_serve_flags.json" \
+  "$PY" "$HERE/../gen-flag-table" --platform "$PL" --out "$OUT/$V/vllm_${T}_serve_flags.json" \
       --extended "$OUT/$V/vllm_${T}_serve_flags.extended.json"
   "$PY" "$HERE/gen-vllm-surface" envs --platform "$PL" --out "$OUT/$V/vllm_${T}_envs.json"
   "$PY" "$HERE/gen-vllm-surface" routes --platform "$PL" --out "$OUT/$V/vllm_${T}_routes.json"

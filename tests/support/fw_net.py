@@ -22,12 +22,16 @@ def in_ns(ns: str, *cmd: str, **kw):
 
 
 PROBE = ("import socket,sys\n"
-         "try:\n socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=1).close()\n"
+         "src = (sys.argv[3], 0) if len(sys.argv) > 3 else None\n"
+         "try:\n socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=1,\n"
+         "                          source_address=src).close()\n"
          "except OSError: sys.exit(1)\n")
+PUB_OTHER = "198.51.100.3"  # a second public host (an address of pub) for source allow-lists
 
 
-def connects(ns: str, host: str, port: int) -> bool:
-    return in_ns(ns, sys.executable, "-c", PROBE, host, str(port)).returncode == 0
+def connects(ns: str, host: str, port: int, source: str | None = None) -> bool:
+    extra = (source,) if source else ()
+    return in_ns(ns, sys.executable, "-c", PROBE, host, str(port), *extra).returncode == 0
 
 
 class Net:
@@ -50,6 +54,7 @@ class Net:
             sh("ip", "-n", peer, "addr", "add", theirs, "dev", b)
             sh("ip", "-n", self.svc, "link", "set", a, "up")
             sh("ip", "-n", peer, "link", "set", b, "up")
+        sh("ip", "-n", self.pub, "addr", "add", f"{PUB_OTHER}/24", "dev", f"{self.pub}b")
         # pub may also try svc's internal address (a host on the public side that knows it)
         sh("ip", "-n", self.pub, "route", "add", "default", "via", "198.51.100.1")
         for ns, ip, port in ((self.priv, "10.77.0.2", OUTSIDE), (self.pub, "198.51.100.2",

@@ -2,7 +2,7 @@
 plan_firewall -> arm -> supervise -> disarm. Usage: python fw_run.py PLAN.json
 
 The plan JSON is run_plan.py's, plus "firewall" (auto|enforce|strict|off), "internal_cidr" and
-optional "allowed_media_domains". Exits like serve: 78 when refused, else run()'s code.
+optional "allowed_media_domains" and "api_allowed_sources". Exits like serve: 78 when refused, else run()'s code.
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ def main() -> int:
         doc = json.load(fh)
     plan = plan_from_json(doc)
     plan = replace(plan, facts={"internal_network": doc.get("internal_cidr")})
-    policy = Policy(firewall=doc.get("firewall", "enforce"))
+    policy = Policy(firewall=doc.get("firewall", "enforce"),
+                    api_allowed_sources=tuple(doc.get("api_allowed_sources", ())))
     args = Args(allowed_media_domains=doc.get("allowed_media_domains", []))
     plan = enforce.plan_firewall(plan, policy, args)
     ui = make_ui("text")

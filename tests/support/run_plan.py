@@ -24,7 +24,7 @@ def plan_from_json(doc: dict) -> Plan:
         decision="start", argv=tuple(doc["argv"]), env=env, env_set=doc.get("env", {}),
         env_removed=(), secret_env=frozenset(doc.get("secret_env", ())), api=api,
         expected=expected, findings=(), supervision=Supervision(**doc.get("supervision", {})),
-        rpc_dir=doc.get("rpc_dir"),
+        rpc_dir=doc.get("rpc_dir"), internal_ip=doc.get("internal_ip"),
     )
 
 

@@ -83,17 +83,25 @@ def start_bare_vllm(
     host: str = "127.0.0.1",
     timeout: float = 600.0,
     python: str = sys.executable,
+    prefix: Sequence[str] = (),
 ) -> BareServer:
     """Start `python -m vllm.entrypoints.openai.api_server --model TINY --host H --port P ARGS`
-    in its own process group and wait for GET /health == 200."""
+    in its own process group and wait for GET /health == 200. `prefix` goes before the
+    command (a wrapper that execs it, e.g. one that enters a cgroup first)."""
     full_env = dict(os.environ)
     full_env.update(TINY_ENV)
     if env:
         full_env.update(env)
-    log = tempfile.NamedTemporaryFile(prefix="bare-vllm-", suffix=".log", delete=False)
-    cmd = [python, "-m", "vllm.entrypoints.openai.api_server", "--model", tiny_model_path(),
-           "--host", host, "--port", str(port), "--max-model-len", "256", *args]
-    proc = subprocess.Popen(cmd, env=full_env, stdout=log, stderr=subprocess.STDOUT,
+    cmd = [*prefix, python, "-m", "vllm.entrypoints.openai.api_server", "--model",
+           tiny_model_path(), "--host", host, "--port", str(port), "--max-model-len", "256",
+           *args]
+    return _started(cmd, full_env, host, port, timeout, "bare-vllm-")
+
+
+def _started(cmd: Sequence[str], env: Mapping[str, str], host: str, port: int,
+             timeout: float, log_prefix: str) -> BareServer:
+    log = tempfile.NamedTemporaryFile(prefix=log_prefix, suffix=".log", delete=False)
+    proc = subprocess.Popen(list(cmd), env=dict(env), stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
     server = BareServer(proc, host, port, log.name)
     try:
@@ -101,5 +109,25 @@ def start_bare_vllm(
     except Exception as exc:
         tail = server.log_tail()
         server.stop()
-        raise RuntimeError(f"{exc}\n--- vLLM log tail ---\n{tail}") from None
+        raise RuntimeError(f"{exc}\n--- log tail ---\n{tail}") from None
     return server
+
+
+def start_launched_vllm(
+    port: int,
+    keyfile: str,
+    args: Sequence[str] = (),
+    launcher_args: Sequence[str] = (),
+    host: str = "127.0.0.1",
+    timeout: float = 600.0,
+) -> BareServer:
+    """Start the tiny model behind the launcher, as an operator does:
+    `python -m vllm_secure_launch.cli.main --api-key-file KEYFILE LAUNCHER_ARGS serve --model
+    TINY --host H --port P --max-model-len 256 ARGS` (the gate added, the key in VLLM_API_KEY),
+    in its own process group; returns once GET /health == 200."""
+    env = {**os.environ, **TINY_ENV}
+    env.pop("VLLM_API_KEY", None)
+    cmd = [sys.executable, "-m", "vllm_secure_launch.cli.main", "--api-key-file", keyfile,
+           *launcher_args, "serve", "--model", tiny_model_path(), "--host", host, "--port",
+           str(port), "--max-model-len", "256", *args]
+    return _started(cmd, env, host, port, timeout, "launched-vllm-")

@@ -49,11 +49,20 @@ def plan_text(plan: Plan) -> str:
     lines = [f"decision: {plan.decision}" + ("" if not plan.refused else
                                               " (refused by policy; nothing was started)")]
     lines.append("command: " + shlex.join(plan.argv))
+    v = plan.facts.get("vllm") or {}
+    if v:
+        lines.append(f"vllm: {v.get('distribution') or 'none found'} {v.get('version') or ''} "
+                     f"(read from {v.get('read_from') or '?'}); surface {v.get('surface')}: "
+                     f"{v.get('why')}")
     lines.append("environment set:")
     lines += [f"  {k}={v}" for k, v in plan.redacted_env().items()]
     lines.append("environment removed: " + (", ".join(plan.env_removed) or "none"))
     ips = ", ".join(plan.expected.internal_ips) or "none"
     lines.append(f"expected listeners: API {plan.api.url()}; internal (any port): {ips}")
+    if plan.expected.confined_ports:
+        ranges = ", ".join(f"{a}-{b}" if a != b else str(a) for a, b in plan.expected.confined_ports)
+        lines.append(f"  and the Ray driver's core-worker port on the wildcard in: {ranges}")
+    lines += ray_text(plan.facts.get("ray"))
     fw = plan.facts.get("firewall") or {}
     lines.append(f"firewall: {fw.get('mode', 'off')}" + ("" if "ruleset" not in fw else
                  " (nftables table loaded before vLLM starts):"))
@@ -61,6 +70,22 @@ def plan_text(plan: Plan) -> str:
     lines.append("findings:")
     lines += ["  " + ln for ln in render_text(plan.findings).splitlines()]
     return "\n".join(lines)
+
+
+def ray_text(ray: Mapping[str, Any] | None) -> list[str]:
+    """The Ray cluster vLLM joins and what its live check saw (no secret: the token stays in
+    its file; only the file's path is shown)."""
+    if not ray:
+        return []
+    if not ray.get("checked"):
+        return [f"ray cluster: not checked ({ray.get('why', '')})"]
+    wt = ray.get("with_token") or {}
+    nodes = ", ".join(n["address"] for n in wt.get("nodes", [])) or "none"
+    nt = ray.get("without_token") or {}
+    refused = ("refused" if nt.get("auth_rejected") else "ACCEPTED" if nt.get("ok")
+               else "undecided")
+    return [f"ray cluster: RAY_ADDRESS={ray.get('address')}; nodes {nodes}; a client without "
+            f"the token: {refused}; dashboard recorded at {wt.get('dashboard') or 'none'}"]
 
 
 def rule_docs() -> dict[str, tuple[str, str]]:

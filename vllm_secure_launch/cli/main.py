@@ -13,11 +13,19 @@ from vllm_secure_launch.cli.options import launcher_options
 
 
 def _render() -> click.Command:
-    from vllm_secure_launch.cli import render_cmd, render_firewall, render_sbatch
+    from vllm_secure_launch.cli import render_cmd, render_firewall, render_nginx, render_sbatch
 
-    render_firewall.register(render_cmd.render)
-    render_cmd.render.add_command(render_sbatch.sbatch)
+    if "sbatch" not in render_cmd.render.commands:
+        render_firewall.register(render_cmd.render)
+        render_cmd.render.add_command(render_sbatch.sbatch)
+        render_cmd.render.add_command(render_nginx.nginx)
     return render_cmd.render
+
+
+def _ray() -> click.Command:
+    from vllm_secure_launch.cli import ray_cmd
+
+    return ray_cmd.ray
 
 
 def _module_command(module: str) -> Callable[[], click.Command]:
@@ -25,11 +33,12 @@ def _module_command(module: str) -> Callable[[], click.Command]:
 
 
 # Commands whose modules load only when named (or listed by --help): a `serve` start does not
-# pay for importing the preflight, probe, render and advisories commands (issue 9).
+# pay for importing the preflight, probe, render, advisories and ray commands (issue 9).
 LAZY: dict[str, Callable[[], click.Command]] = {
     "advisories": _module_command("advisories_cmd"),
     "preflight": _module_command("preflight_cmd"),
     "probe": _module_command("probe_cmd"),
+    "ray": _ray,
     "render": _render,
 }
 

@@ -40,7 +40,9 @@ def command(ctx: click.Context, accelerator: str | None, fmt: str | None,
     environ = dict(os.environ)
     chosen_acc, chosen_fmt = _settings(ctx.obj, environ, accelerator, fmt)
     args = _parse(vllm_args)
-    report = preflight.run_for_serve(args, environ, chosen_acc)
+    policy = ctx.obj.policy(environ) if hasattr(ctx.obj, "policy") else None
+    report = preflight.run_for_serve(args, environ, chosen_acc,
+                                     npu_peers=getattr(policy, "npu_peers", "") or "")
     if chosen_fmt == "json":
         click.echo(json.dumps(report.to_document(__version__), indent=2))
     elif chosen_fmt == "sarif":

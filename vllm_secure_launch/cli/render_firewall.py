@@ -13,13 +13,13 @@ import click
 from vllm_secure_launch.errors import UsageError
 from vllm_secure_launch.exitcodes import ExitCode
 
-_PASS = {"ignore_unknown_options": True, "allow_interspersed_args": False}
+PASS = {"ignore_unknown_options": True, "allow_interspersed_args": False}
 # Launcher options that make no sense inside a unit (they change what the command prints).
 _NOT_IN_UNIT = {"dry_run", "format", "report", "policy"}
 _SECRET_FLAGS = ("--api-key",)
 
 
-def _prepare(opts: Any, vllm_args: Sequence[str]) -> Any:
+def prepare(opts: Any, vllm_args: Sequence[str]) -> Any:
     from vllm_secure_launch import pipeline
     from vllm_secure_launch.cli.launch_cmds import show_findings
 
@@ -53,7 +53,7 @@ def exec_start(cli: Mapping[str, Any], vllm_args: Sequence[str], policy_path: st
     return [launcher_path(), "--policy", policy_path, *option_args(cli), "serve", *vllm_args]
 
 
-@click.command("systemd", context_settings=_PASS)
+@click.command("systemd", context_settings=PASS)
 @click.option("--user", "user", default="vllm", show_default=True, help="User= and Group=.")
 @click.option("--policy-path", default="/etc/vllm-secure-launch/policy.toml", show_default=True,
               help="Policy file the unit's launcher reads.")
@@ -64,20 +64,22 @@ def systemd(opts: Any, user: str, policy_path: str, vllm_args: tuple[str, ...]) 
     `vllm serve VLLM_ARGS...`."""
     from vllm_secure_launch.firewall import render
 
-    prepared = _prepare(opts, vllm_args)
+    prepared = prepare(opts, vllm_args)
     cmd = exec_start(opts.cli, vllm_args, policy_path)
-    click.echo(render.systemd(prepared.plan, cmd, user=user), nl=False)
+    click.echo(render.systemd(prepared.plan, cmd, user=user,
+                              api_sources=prepared.policy.api_allowed_sources), nl=False)
     return int(ExitCode.OK)
 
 
-@click.command("nftables", context_settings=_PASS)
+@click.command("nftables", context_settings=PASS)
 @click.argument("vllm_args", nargs=-1, type=click.UNPROCESSED)
 @click.pass_obj
 def nftables(opts: Any, vllm_args: tuple[str, ...]) -> int:
     """A node's host firewall ruleset (nft -f) for `vllm serve VLLM_ARGS...`."""
     from vllm_secure_launch.firewall import render
 
-    click.echo(render.nftables(_prepare(opts, vllm_args).plan), nl=False)
+    prepared = prepare(opts, vllm_args)
+    click.echo(render.nftables(prepared.plan, prepared.policy.api_allowed_sources), nl=False)
     return int(ExitCode.OK)
 
 

@@ -26,9 +26,13 @@ def launcher_flags(cli: Mapping[str, Any]) -> list[str]:
     """The launcher options given on this command line, spelled back for the script."""
     from vllm_secure_launch.cli.options import spelled_again
 
-    given = {k: (os.path.abspath(v) if k in _PATHS and isinstance(v, str) else v)
-             for k, v in cli.items()}
+    given = {k: (os.path.abspath(v) if _is_path(k, v) else v) for k, v in cli.items()}
     return spelled_again(given, _NOT_COPIED)
+
+
+def _is_path(key: str, value: Any) -> bool:
+    # --npu-peers is a path only when it holds a '/' (else a list of IPs).
+    return isinstance(value, str) and (key in _PATHS or (key == "npu_peers" and "/" in value))
 
 
 def _refuse(what: str, fix: str) -> LauncherError:

@@ -20,13 +20,14 @@ What the operator wrote wins, unless it contradicts the allocation (VSL322).
 from __future__ import annotations
 
 import zlib
-from dataclasses import replace
+from dataclasses import field, replace
 from typing import Any, Mapping
 
 from vllm_secure_launch.addresses import IfAddr, InternalNet, ResolveError, resolve_internal
 from vllm_secure_launch.cluster.hostlist import HostlistError, expand, tasks_per_node
 from vllm_secure_launch.config.policy import Policy
 from vllm_secure_launch.findings import Finding
+from vllm_secure_launch.plan.hccl import BASE_PORT_SPAN, HOST_RANGE_SIZE
 from vllm_secure_launch.records import record
 from vllm_secure_launch.rules import cluster_rules as R
 from vllm_secure_launch.surface.args import ServeArgs
@@ -35,6 +36,15 @@ from vllm_secure_launch.surface.args import ServeArgs
 # +1 for the DP handshake port, i.e. inside 20000-28999. Two jobs that share a node get
 # different ports unless their IDs differ by a multiple of 4500.
 PORT_BASE, PORT_SLOTS = 20000, 4500
+# Ascend: HCCL's host ports per job (plan/hccl.py): HCCL_IF_BASE_PORT = HCCL_BASE +
+# 48*(job id mod HCCL_SLOTS) takes 32 ports, HCCL_HOST_SOCKET_PORT_RANGE the next 16; all inside
+# 61000-65511, above Linux's default ephemeral range (32768-60999), so no outgoing connection
+# of another process holds one, and clear of the master/DP ports above. Two jobs on one node
+# collide only when their IDs differ by a multiple of 94 (NPU nodes are rarely shared by more
+# than a few jobs; --exclusive jobs never are).
+HCCL_BASE = 61000
+HCCL_STRIDE = BASE_PORT_SPAN + HOST_RANGE_SIZE
+HCCL_SLOTS = (65535 - HCCL_BASE + 1) // HCCL_STRIDE
 
 
 @record
@@ -59,6 +69,7 @@ class Derived:
     args: ServeArgs
     findings: tuple[Finding, ...] = ()
     allocation: Allocation | None = None
+    env: Mapping[str, str] = field(default_factory=dict)  # child variables derived (HCCL ports)
 
 
 def job_ports(job_id: str | None) -> tuple[int, int] | None:
@@ -68,6 +79,18 @@ def job_ports(job_id: str | None) -> tuple[int, int] | None:
     n = int(job_id) if job_id.isdigit() else zlib.crc32(job_id.encode())
     base = PORT_BASE + 2 * (n % PORT_SLOTS)
     return base, base + 1
+
+
+def hccl_ports(job_id: str | None) -> dict[str, str]:
+    """HCCL_IF_BASE_PORT and HCCL_HOST_SOCKET_PORT_RANGE for a job ID; {} outside a job
+    (HCCL's defaults apply)."""
+    if not job_id:
+        return {}
+    n = int(job_id) if job_id.isdigit() else zlib.crc32(job_id.encode())
+    base = HCCL_BASE + HCCL_STRIDE * (n % HCCL_SLOTS)
+    first = base + BASE_PORT_SPAN
+    return {"HCCL_IF_BASE_PORT": str(base),
+            "HCCL_HOST_SOCKET_PORT_RANGE": f"{first}-{first + HOST_RANGE_SIZE - 1}"}
 
 
 def _int(text: str | None) -> int | None:
@@ -303,7 +326,16 @@ def amend(args: ServeArgs, environ: Mapping[str, str], policy: Policy,
                                      or policy.internal_ip):
             return Derived(args, tuple(found), alloc)
     d = derive(args, alloc, internal, head_addrs)
-    return Derived(d.args, (*found, *d.findings), alloc)
+    env: dict[str, str] = {}
+    findings = list(d.findings)
+    if (accelerator == "ascend" and d.args is not args and findings
+            and not any(f.blocking for f in findings)):
+        # What the operator exported wins, as for the vLLM options.
+        env = {k: v for k, v in hccl_ports(alloc.job_id).items() if k not in environ}
+        if env:
+            said = " ".join(f"{k}={v}" for k, v in env.items())
+            findings[0] = replace(findings[0], message=f"{findings[0].message}; {said}")
+    return Derived(d.args, (*found, *findings), alloc, env)
 
 
 def head_to_resolve(environ: Mapping[str, str], policy: Policy, accelerator: str) -> str | None:

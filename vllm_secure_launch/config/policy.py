@@ -45,6 +45,7 @@ class Policy:
     api_host: str = "127.0.0.1"
     allow_wildcard: bool = False
     api_key_file: str = ""
+    api_allowed_sources: tuple[str, ...] = ()  # CIDRs; empty: anywhere (docs/firewall.md)
     internal_iface: str = ""
     internal_cidr: str = ""
     internal_ip: str = ""
@@ -55,6 +56,7 @@ class Policy:
     slurm: str = "auto"
     node_list: str = ""
     node_rank: str = ""
+    npu_peers: str = ""
     ray_token_file: str = ""
     waivers: Mapping[str, str] = field(default_factory=dict)
     gate_policy: Mapping[str, Any] = field(default_factory=dict)
@@ -226,6 +228,24 @@ def _check_bound(s: Setting, value: float, origin: str) -> None:
                               "use a positive number of seconds")
 
 
+def _check_cidrs(s: Setting, value: tuple[str, ...], origin: str) -> tuple[str, ...]:
+    """Each item an IP network, returned in canonical form (host bits cleared) so that the
+    rendered rulesets and units are the same bytes however the network was spelled."""
+    import ipaddress
+
+    out = []
+    for item in value:
+        try:
+            out.append(str(ipaddress.ip_network(item.strip(), strict=False)))
+        except ValueError:
+            raise PolicyFileError(
+                f"{s.key}: {item!r} ({origin}) is not an IP network",
+                f"{s.key} lists the networks the API port accepts connections from",
+                "write each as a CIDR or an address, e.g. 192.0.2.0/24, 10.1.2.3 or "
+                "2001:db8::/32") from None
+    return tuple(out)
+
+
 def load(cli: Mapping[str, Any], environ: Mapping[str, str]) -> Policy:
     """The policy from the command line's values (only what was given), VSL_* and the file."""
     given = {k: v for k, v in cli.items() if k != "policy" and v is not None}
@@ -279,6 +299,8 @@ def resolve(
         else:
             value, origin = s.default, "default"
         _check_choice(s, value, origin)
+        if s.items == settings.CIDR:
+            value = _check_cidrs(s, value, origin)
         if kind == _FLOAT:
             value = float(value)  # a click/CLI int is still a number of seconds
             _check_bound(s, value, origin)

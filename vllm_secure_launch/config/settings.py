@@ -20,6 +20,9 @@ STR, NUMBER, BOOL, LIST = "string", "number", "boolean", "list of strings"
 # How a list is written in VSL_* and on the command line.
 COMMA, SHELL = "comma", "shell"
 
+# What each item of a list must be (checked by config/policy.py); "" for any string.
+CIDR = "CIDR"
+
 # Bounds of a number (all numbers are durations in seconds).
 POSITIVE, NON_NEGATIVE = "positive", "zero or more"
 
@@ -43,6 +46,7 @@ class Setting:
     list_syntax: str = COMMA
     default_text: str | None = None  # how help and docs show the default, when not repr-able
     bound_why: str = ""  # why the bound matters, for the error message
+    items: str = ""  # lists: CIDR, or "" for any string
 
     @property
     def env(self) -> str:
@@ -115,6 +119,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("allow_wildcard", "api", BOOL, False, "Allow an API on 0.0.0.0 or ::."),
     Setting("api_key_file", "api", STR, "", "File holding the API key, mode 0600.",
             metavar="PATH"),
+    Setting("api_allowed_sources", "api", LIST, (),
+            "Networks the API port accepts connections from, e.g. '192.0.2.0/24,10.0.0.0/8' "
+            "(kernel firewall, render nftables/systemd; docs/firewall.md).", metavar="CIDRS",
+            file_key="allowed_sources", items=CIDR,
+            default_text="anywhere the API address is reachable"),
     # [network]
     Setting("internal_iface", "network", STR, "", "Private interface for all internal traffic.",
             metavar="NAME", default_text="none (loopback)"),
@@ -138,6 +147,11 @@ SETTINGS: tuple[Setting, ...] = (
             "Outside Slurm: all nodes, head first, e.g. 'gpu[01-04]'.", metavar="HOSTLIST"),
     Setting("node_rank", "cluster", STR, "",
             "Outside Slurm: this node's index in the node list.", metavar="N"),
+    Setting("npu_peers", "cluster", STR, "",
+            "Multi-node Ascend: the peers' NPU addresses that preflight pings with hccn_tool: "
+            "an HCCL rank table file, a file with one IP per line, or IPs separated by commas "
+            "(the same on every node; each node leaves out its own).",
+            metavar="FILE|IPS"),
     # [ray] — the Ray backend (`ray start` through the launcher, serve on Ray; docs/ray.md)
     Setting("ray_token_file", "ray", STR, "",
             "Ray's token file (RAY_AUTH_TOKEN_PATH), mode 0600; `ray start --head` creates it "
@@ -199,6 +213,8 @@ def settings_markdown() -> str:
         if s.kind == LIST:
             sep = "a shell-like command line" if s.list_syntax == SHELL else "comma-separated"
             meaning += f" In `{s.env}`: {sep}."
+        if s.items == CIDR:
+            meaning += " Each item an IP network (CIDR) or address."
         if s.bound:
             meaning += f" Must be {s.bound} and finite."
         rows.append("| " + " | ".join(_cell(c) for c in (option, _code(s.env), key, default,

@@ -114,7 +114,8 @@ def build_spec(plan: Any, policy: Any, args: Any, where: cg.Cgroup) -> Spec:
     strict = policy.firewall == "strict"
     allow = egress_allowed(args, plan.env) if strict else ()
     return Spec(table=f"vsl_{os.getpid()}", cgroup=where.nft_path, level=where.level,
-                api_port=port, internal=tuple(internal), strict=strict, egress_allow=allow)
+                api_port=port, api_sources=tuple(policy.api_allowed_sources),
+                internal=tuple(internal), strict=strict, egress_allow=allow)
 
 
 def egress_allowed(args: Any, env: Mapping[str, str]) -> tuple[str, ...]:
@@ -139,12 +140,14 @@ def plan_firewall(plan: Any, policy: Any, args: Any) -> Any:
     mode = policy.firewall
     if mode == "off":
         return _with(plan, policy, [R.OFF.finding("firewall", "--firewall off: no kernel "
-                                                  "enforcement for vLLM's tree")], None)
+                                                  "enforcement for vLLM's tree"),
+                                    *_sources_unenforced(policy)], None)
     why = unusable()
     if why is not None:
         rule = R.NOT_ENFORCED if mode == "auto" else R.REQUIRED
         return _with(plan, policy, [rule.finding("firewall", f"{why}; vLLM's tree would run "
-                                                 "without the kernel firewall")], None)
+                                                 "without the kernel firewall"),
+                                    *_sources_unenforced(policy)], None)
     where = cg.locate(name(os.getpid()))
     spec = build_spec(plan, policy, args, where)
     mode_in_force = "strict" if spec.strict else "enforce"
@@ -152,6 +155,14 @@ def plan_firewall(plan: Any, policy: Any, args: Any) -> Any:
                                f"cgroup {where.path}")
     return _with(plan, policy, [found], {**spec.to_dict(), "mode": mode_in_force,
                                          "cgroup_dir": where.path, "ruleset": ruleset(spec)})
+
+
+def _sources_unenforced(policy: Any) -> list[Finding]:
+    if not policy.api_allowed_sources:
+        return []
+    return [R.SOURCES_NOT_ENFORCED.finding(
+        "api_allowed_sources", f"the API port would accept connections from anywhere, not "
+        f"only from {', '.join(policy.api_allowed_sources)}")]
 
 
 def _with(plan: Any, policy: Any, found: list[Finding], doc: dict[str, Any] | None) -> Any:

@@ -80,7 +80,10 @@ def _api_rules(spec: Spec) -> list[str]:
     port = f"meta l4proto tcp th dport {spec.api_port}"
     if not spec.api_sources:
         return [f"\t\t{port} accept"]
-    return [f"\t\t{port} ip saddr @api4 accept", f"\t\t{port} ip6 saddr @api6 accept"]
+    # The list is the whole answer for the API port: the internal network is not implied
+    # (the internal accept below must not reopen it); loopback was accepted above.
+    return [f"\t\t{port} ip saddr @api4 accept", f"\t\t{port} ip6 saddr @api6 accept",
+            f"\t\t{port} drop"]
 
 
 def ruleset(spec: Spec) -> str:

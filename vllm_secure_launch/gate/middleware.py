@@ -126,7 +126,9 @@ class EndpointGate:
         self._templates: list[tuple[re.Pattern[str], _Compiled]] = []
         # Known fixed routes of vLLM that are not allowlisted never match a template rule
         # (`/v1/responses/render` must not pass as `/v1/responses/{response_id}`).
-        self._shadowed = frozenset(r.path for r in _routes.ROUTES if "{" not in r.path)
+        # Every known vLLM's routes, whichever surface the config names: a fixed route of any
+        # version is never a template's match.
+        self._shadowed = frozenset(r.path for r in _routes.every_route() if "{" not in r.path)
         for rule in table.rules:
             compiled = _Compiled(rule.methods, rule.public,
                                  tuple(digests[k] for k in rule.key_envs if k in digests))

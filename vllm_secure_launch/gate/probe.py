@@ -176,7 +176,12 @@ def _key_result(kind: str, resp: Response) -> str | None:
 
 def run_probe(target: Target, send: Transport, api_key: str | None = None,
               allow_open: Iterable[str] = (),
-              inventory: Sequence[routes.RouteInfo] = routes.ROUTES) -> ProbeReport:
+              inventory: Sequence[routes.RouteInfo] | None = None) -> ProbeReport:
+    """Probe every route of `inventory`; by default every route of every known vLLM version
+    (routes.every_route()): a route the running version lacks answers 404 and reads as closed,
+    so one probe serves a server of any known version."""
+    if inventory is None:
+        inventory = routes.every_route()
     allowed = tuple(dict.fromkeys(allow_open))
     results: list[RouteResult] = []
     findings: list[Finding] = []

@@ -25,6 +25,31 @@ class SecretFile:
 
 
 @record
+class TokenFile:
+    """What the rules judge of Ray's token file (host.ray_token). The token itself is never
+    kept: only its length, so no report or plan can carry it."""
+
+    path: str
+    length: int = 0  # characters of the first line, whitespace trimmed (what Ray reads)
+    mode: int | None = None
+    owner: int | None = None
+    error: str | None = None  # why it cannot be used as read (missing, not regular, ...)
+
+    def problem(self, uid: int, min_chars: int) -> str | None:
+        """Why this file must not be Ray's token file (a phrase), or None."""
+        if self.error:
+            return self.error
+        if self.owner is not None and self.owner != uid:
+            return f"is owned by uid {self.owner}, not the service user (uid {uid})"
+        if self.mode is not None and self.mode & 0o077:
+            return f"is readable or writable by group or others (mode {self.mode:04o})"
+        if self.length < min_chars:
+            return (f"holds a token of {self.length} characters; at least {min_chars} are "
+                    "needed")
+        return None
+
+
+@record
 class HostFacts:
     interfaces: Mapping[str, tuple[IfAddr, ...]] = field(default_factory=dict)
     hostname: str = "localhost"
@@ -45,6 +70,7 @@ class HostFacts:
     packages_source: str = ""
     # (surface version, exact match, why) chosen for those packages (surface/versions.py)
     surface: tuple[str, bool, str] = ("0.32", True, "default")
+    ray_token: TokenFile | None = None  # Ray's token file, when one is named (issue 14)
 
 
 def _prefixlen(netmask: str | None, family: int) -> int:
@@ -111,6 +137,28 @@ def read_secret_file(path: str) -> SecretFile:
         return SecretFile(path, None, error=f"cannot be read ({exc.__class__.__name__})")
 
 
+def read_token_file(path: str) -> TokenFile:
+    """Ray's token file through files.read_bounded (regular file, bounded size, UTF-8), with
+    the mode and owner Ray's own processes will find (os.stat follows symlinks as they do)."""
+    from vllm_secure_launch.files import FileProblem, read_bounded
+
+    if not path.startswith("/"):
+        return TokenFile(path, error="is a relative path")
+    try:
+        st = os.stat(path)
+        text = read_bounded(path, limit=KEY_LIMIT)
+    except FileProblem as exc:
+        return TokenFile(path, error=exc.what)
+    except FileNotFoundError:
+        return TokenFile(path, error="does not exist")
+    except OSError as exc:
+        return TokenFile(path, error=f"cannot be read ({exc.strerror})")
+    assert isinstance(text, str)  # noqa: S101 - binary=False; for the type checker
+    lines = text.splitlines()
+    first = lines[0].strip() if lines else ""
+    return TokenFile(path, len(first), stat.S_IMODE(st.st_mode), st.st_uid)
+
+
 def _user() -> str:
     # getpass.getuser()'s order, without importing getpass (and termios) at every start.
     for name in ("LOGNAME", "USER", "LNAME", "USERNAME"):
@@ -160,6 +208,7 @@ def collect(
     vllm_command: tuple[str, ...] = (),
     packages: tuple[dict[str, str], str] | None = None,
     surface: tuple[str, bool, str] = ("0.32", True, "default"),
+    ray_token_file: str = "",
 ) -> HostFacts:
     from vllm_secure_launch.host import packages as pkgs
 
@@ -186,4 +235,5 @@ def collect(
         packages=found,
         packages_source=source,
         surface=surface,
+        ray_token=read_token_file(ray_token_file) if ray_token_file else None,
     )

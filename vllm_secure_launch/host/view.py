@@ -41,7 +41,9 @@ class HostView:
     nvml_loader: Callable[[], Any] = import_pynvml
     # PATH used to find npu-smi; None = the request's environ PATH, else os.defpath.
     path: str | None = None
-    npu_smi_timeout: float = 10.0
+    npu_smi_timeout: float = 10.0  # also each hccn_tool call
+    # The NPU ports' addresses (address_N=/netmask_N=), read on multi-node Ascend layouts.
+    hccn_conf: str = "/etc/hccn.conf"
     # Where engine dist-info/egg-info entries are searched; None = sys.path.
     dist_paths: Sequence[str] | None = None
 

@@ -73,3 +73,21 @@ def unsupported(flags: Sequence[str], child_argv: Sequence[str]) -> list[Finding
     used = {a.split("=", 1)[0] for a in child_argv if a.startswith("--")}
     return [rule("VSL549").finding(f, f"{f} is in the plan but the engine's vLLM base lacks it")
             for f in flags if f in used]
+
+
+def with_ray_cluster(plan: Plan, facts: Mapping[str, Any], findings: Sequence[Finding],
+                     worker_ports: Sequence[tuple[int, int]], policy: Policy) -> Plan:
+    """The plan after the live check of its Ray cluster (rules/ray_live_rules.py): the check's
+    findings (waived as every finding is) and, when the driver's port may be open (behind the
+    kernel firewall, or VSL736 waived), the local raylet's worker ports as the only wildcard
+    listeners the audit accepts. Pure."""
+    from vllm_secure_launch.rules.ray_live_rules import driver_findings
+
+    fw = plan.facts.get("firewall") or {}
+    found = apply_waivers([*findings, *driver_findings(str(fw.get("mode", "off")),
+                                                       worker_ports)], policy.waivers)
+    allowed = tuple(worker_ports) if worker_ports and not blocking(found) else ()
+    expected = replace(plan.expected, confined_ports=allowed)
+    decision = "refuse" if blocking(found) else plan.decision
+    return replace(plan, findings=(*plan.findings, *found), expected=expected,
+                   decision=decision, facts={**plan.facts, "ray": dict(facts)})

@@ -12,16 +12,17 @@ from vllm_secure_launch.config.policy import Policy
 from vllm_secure_launch.findings import Finding, apply_waivers, blocking
 from vllm_secure_launch.host.facts import HostFacts
 from vllm_secure_launch.plan import gate as gate_config
+from vllm_secure_launch.plan import hccl
 from vllm_secure_launch.plan.model import ExpectedListeners, Plan, Supervision
-from vllm_secure_launch.rules import evaluate, guard_rules
+from vllm_secure_launch.rules import evaluate, guard_rules, ray_serve_rules
 from vllm_secure_launch.rules.cluster_rules import is_follower
 from vllm_secure_launch.rules.context import Context, build_context
 from vllm_secure_launch.rules.env_rules import LOADER_PREFIXES, PRESENCE, SCRUB
-from vllm_secure_launch.rules.internal_rules import secret_like_unknown
+from vllm_secure_launch.rules.internal_rules import SECRET_LIKE_UNKNOWN, secret_like_unknown
 from vllm_secure_launch.rules.network_rules import api_endpoint
 from vllm_secure_launch.surface import flags as vllm_flags
 from vllm_secure_launch.surface.args import ServeArgs
-from vllm_secure_launch.surface.secrets import redact_argv
+from vllm_secure_launch.surface.secrets import leaked, redact_argv
 
 GATE_MIDDLEWARE = gate_config.MIDDLEWARE
 ENTRY_MODULE = "vllm_secure_launch.supervise.entry"
@@ -129,9 +130,10 @@ def _removed_names(environ: Mapping[str, str], policy: Policy) -> list[str]:
 
 
 def _child_env(ctx: Context, internal: InternalNet | None, rpc_dir: str,
-               gate_env: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str], list[str]]:
+               gate_env: Mapping[str, str], extra_env: Mapping[str, str] | None = None
+               ) -> tuple[dict[str, str], dict[str, str], list[str]]:
     environ, policy = ctx.environ, ctx.policy
-    removed = _removed_names(environ, policy)
+    removed = sorted({*_removed_names(environ, policy), *ray_serve_rules.removed_names(ctx)})
     env = {k: v for k, v in environ.items() if k not in removed}
     set_: dict[str, str] = {
         "VLLM_NO_USAGE_STATS": "1",
@@ -158,6 +160,12 @@ def _child_env(ctx: Context, internal: InternalNet | None, rpc_dir: str,
                             else inductor_cache(environ, rpc_dir)), "outlines")
     if internal is not None:
         set_.update(_network_env(internal, ctx.accelerator))
+    # Ray backend: vLLM's driver joins the named cluster with token auth (issue 14). Ray's
+    # workers run under the raylets' environment, which `ray start` gives its own allowed set.
+    ray_env = ray_serve_rules.child_env(ctx)
+    set_.update(ray_env)
+    # Derived per job (cluster/derive.py: HCCL's host ports), never over an exported value.
+    set_.update({k: v for k, v in (extra_env or {}).items() if k not in environ})
     if policy.tcpstore_guard:
         set_["VSL_TCPSTORE_ALLOWED"] = ",".join(_guard_allowed(internal, policy))
     if ctx.key.value is not None and ctx.key.problem is None:
@@ -169,7 +177,10 @@ def _child_env(ctx: Context, internal: InternalNet | None, rpc_dir: str,
     # Extra gate keys (VSL_GATE_KEY_*) the policy names: passed on from the launcher's env.
     set_.update(gate_config.key_env(policy.gate_policy, environ))
     env.update(set_)
-    changed = {k: v for k, v in set_.items() if environ.get(k) != v or k in removed}
+    # The Ray variables are shown even when inherited unchanged: they say which cluster vLLM
+    # joins with which token file (the dry run must show both).
+    changed = {k: v for k, v in set_.items() if environ.get(k) != v or k in removed
+               or k in ray_env}
     removed = [n for n in removed if n not in set_]
     return env, changed, removed
 
@@ -182,39 +193,51 @@ def build_plan(
     *,
     accelerator: str = "cpu",
     extra_findings: tuple[Finding, ...] = (),
+    extra_env: Mapping[str, str] | None = None,
 ) -> Plan:
     """Raises errors.PolicyFileError for an invalid [gate] section (a usage error)."""
     gate = gate_config.parse_policy(policy.gate_policy).enabled
     ctx = build_context(args, environ, policy, host, accelerator, gate=gate)
     internal = ctx.internal
     rpc_dir = rpc_dir_for(host)
-    env, env_set, env_removed = _child_env(ctx, internal, rpc_dir,
-                                           gate_config.child_env(policy.gate_policy))
+    # The gate's defaults come from the route inventory of the vLLM that will run.
+    env, env_set, env_removed = _child_env(
+        ctx, internal, rpc_dir, gate_config.child_env(policy.gate_policy, args.surface), extra_env)
     # VSL355: the operator's own VSL_TCPSTORE_* are dropped above; the plan sets the guard.
     inherited = guard_rules.check_inherited(environ) if policy.tcpstore_guard else []
-    found = [*evaluate(ctx), *gate_config.findings(policy.gate_policy, env), *inherited,
-             *extra_findings]
-    findings = apply_waivers(found, policy.waivers)
-    decision = "refuse" if blocking(findings) else "start"
     child_args = replace(args, values=_child_values(ctx, internal, gate), config_file=None)
     prefix = policy.vllm_command or default_command(host.python)
     argv = (*prefix, *vllm_flags.to_argv(child_args))
+    # A value written after a secret-looking option that still reaches vLLM's command line
+    # (e.g. swallowed by a dotted key: `--x. --api-keyy K`) is refused like a mistyped key.
     hidden = secret_like_unknown(args.unknown)
-    if hidden:  # refused (VSL223): the value must not reach any report either
+    leaks = [n for n in leaked(args.secret_values, argv) if n not in hidden]
+    leak_findings = [SECRET_LIKE_UNKNOWN.finding(
+        name, f"{name} looks like it carries a key or token and its value would reach vLLM's "
+        "command line: its value is not shown") for name in leaks]
+    found = [*evaluate(ctx), *gate_config.findings(policy.gate_policy, env, args.surface),
+             *inherited, *leak_findings, *extra_findings]
+    findings = apply_waivers(found, policy.waivers)
+    decision = "refuse" if blocking(findings) else "start"
+    if hidden or leaks:  # refused (VSL223): the value must not reach any report either
         argv = redact_argv(argv, hidden)
         # A dotted key can swallow the next option (`--x. --api-key K` leaves K as a stray
         # value): the plan is refused anyway, so hide every value vLLM does not know and
-        # every token that holds a secret value the launcher knows of.
+        # every token that holds a secret value the launcher knows of or that was written
+        # after a secret-looking option.
         stray = {t for t in args.unknown if not t.startswith("-")}
+        written = {value for _, value in args.secret_values}
         known = [v for v in (ctx.key.value, args.get("hf_token"),
-                             *(environ.get(n) for n in SECRET_NAMES))
+                             *(environ.get(n) for n in SECRET_NAMES), *written)
                  if isinstance(v, str) and len(v) >= 4]
-        argv = tuple("<redacted>" if tok in stray or any(v in tok for v in known) else tok
-                     for tok in argv)
+        argv = tuple("<redacted>" if tok in stray or tok in written
+                     or any(v in tok for v in known) else tok for tok in argv)
     api = api_endpoint(ctx)
     internal_ips = tuple(ip for ip in _guard_allowed(internal, policy))
     expected = ExpectedListeners(api=api, internal_ips=internal_ips,
-                                 allow_loopback=policy.allow_loopback)
+                                 allow_loopback=policy.allow_loopback,
+                                 port_ranges=hccl.expected_ranges(env)
+                                 if accelerator == "ascend" else ())
     supervision = Supervision(
         ready_timeout=policy.ready_timeout, audit=policy.audit,
         audit_interval=policy.audit_interval, stop_grace=policy.stop_grace,
@@ -222,7 +245,9 @@ def build_plan(
         report_path=policy.report or None,
     )
     secret_names = SECRET_NAMES | gate_config.secret_env_names(policy.gate_policy)
-    secret = frozenset(n for n in env_set if n in secret_names or "KEY" in n or "TOKEN" in n)
+    # A *_PATH variable names a file (RAY_AUTH_TOKEN_PATH): the path is shown, the file is not.
+    secret = frozenset(n for n in env_set if n in secret_names or (
+        ("KEY" in n or "TOKEN" in n) and not n.endswith("_PATH")))
     return Plan(
         decision=decision, argv=tuple(argv), env=env, env_set=env_set,
         env_removed=tuple(env_removed), secret_env=secret, api=api, expected=expected,

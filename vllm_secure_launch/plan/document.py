@@ -36,6 +36,7 @@ def plan_body(plan: Plan) -> dict[str, Any]:
         "vllm": plan.facts.get("vllm"),
         "preflight": plan.facts.get("preflight"),
         "firewall": plan.facts.get("firewall"),
+        "ray": plan.facts.get("ray"),
     }
 
 
@@ -44,4 +45,6 @@ def plan_document(plan: Plan) -> dict[str, Any]:
 
 
 def check_document(plan: Plan) -> dict[str, Any]:
-    return envelope("check", plan.decision, plan.findings, {}, __version__)
+    # Which vLLM was detected and which surface judged it: a finding may only make sense with it.
+    return envelope("check", plan.decision, plan.findings, {"vllm": plan.facts.get("vllm")},
+                    __version__)

@@ -53,8 +53,10 @@ class GateSettings:
         return self.table.key_envs()
 
 
-def parse_policy(section: Mapping[str, Any] | None) -> GateSettings:
-    """Validate the [gate] section; raise PolicyFileError naming the bad key."""
+def parse_policy(section: Mapping[str, Any] | None,
+                 surface: str = routes.DEFAULT_SURFACE) -> GateSettings:
+    """Validate the [gate] section for the route inventory of vLLM `surface` (the version that
+    will run); raise PolicyFileError naming the bad key."""
     section = {} if section is None else section
     if not isinstance(section, Mapping):
         raise PolicyFileError("policy key 'gate' must be a table",
@@ -68,7 +70,7 @@ def parse_policy(section: Mapping[str, Any] | None) -> GateSettings:
     enabled = section.get("enabled", True)
     if not isinstance(enabled, bool):
         raise PolicyFileError("policy key gate.enabled must be true or false")
-    config: dict[str, Any] = {"version": CONFIG_VERSION}
+    config: dict[str, Any] = {"version": CONFIG_VERSION, "surface": surface}
     for key in ("defaults", "public", "deny", "allow"):
         if key in section:
             config[key] = _plain(section[key])
@@ -102,12 +104,14 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def child_env(gate_policy: Mapping[str, Any] | None) -> dict[str, str]:
-    """Variables the planner sets in vLLM's environment for the gate (none secret).
+def child_env(gate_policy: Mapping[str, Any] | None,
+              surface: str = routes.DEFAULT_SURFACE) -> dict[str, str]:
+    """Variables the planner sets in vLLM's environment for the gate (none secret); the config
+    names the vLLM surface whose route inventory gives the gate its defaults.
 
     The keys themselves are not here: VLLM_API_KEY (and any VSL_GATE_KEY_* the policy names)
     stay where the planner already puts secrets, and must be listed in Plan.secret_env."""
-    settings = parse_policy(gate_policy)
+    settings = parse_policy(gate_policy, surface)
     if not settings.enabled:
         return {}
     return {CONFIG_ENV: json.dumps(settings.config, separators=(",", ":"), sort_keys=True)}
@@ -136,9 +140,10 @@ def secret_env_names(gate_policy: Mapping[str, Any] | None) -> frozenset[str]:
     return settings.key_envs | {DEFAULT_KEY_ENV} if settings.enabled else frozenset()
 
 
-def findings(gate_policy: Mapping[str, Any] | None, environ: Mapping[str, str]) -> list[Finding]:
+def findings(gate_policy: Mapping[str, Any] | None, environ: Mapping[str, str],
+             surface: str = routes.DEFAULT_SURFACE) -> list[Finding]:
     """Gate findings for the plan: missing keys, disabled gate, risky additions."""
-    settings = parse_policy(gate_policy)
+    settings = parse_policy(gate_policy, surface)
     out: list[Finding] = []
     if not settings.enabled:
         out.append(gate_rules.GATE_DISABLED.finding(
@@ -154,7 +159,7 @@ def findings(gate_policy: Mapping[str, Any] | None, environ: Mapping[str, str]) 
         if not environ.get(name):
             out.append(gate_rules.KEY_VAR_MISSING.finding(
                 name, f"the policy names key variable {name} but it is empty or unset"))
-    inventory = routes.by_path()
+    inventory = routes.by_path(surface)
     for rule in settings.table.rules:
         info = inventory.get(rule.path)
         if rule.public and info is not None and info.sensitivity == routes.HIGH:

@@ -13,25 +13,59 @@ from vllm_secure_launch.addresses import ApiEndpoint
 from vllm_secure_launch.findings import Finding
 from vllm_secure_launch.records import record
 
-__all__ = ["ApiEndpoint", "ExpectedListeners", "Plan", "Supervision"]
+__all__ = ["ApiEndpoint", "ExpectedListeners", "Plan", "PortRange", "Supervision"]
+
+
+@record
+class PortRange:
+    """Ports [first, last] an accelerator library listens on, named for the report."""
+
+    name: str
+    first: int
+    last: int
+
+    def holds(self, port: int) -> bool:
+        return self.first <= port <= self.last
+
+    def to_dict(self) -> dict[str, object]:
+        return {"name": self.name, "first": self.first, "last": self.last}
 
 
 @record
 class ExpectedListeners:
     """What may listen. The API socket on exactly api.host:api.port; anything else only on an
     address of `internal_ips` (any port: vLLM's internal ports are kernel-assigned), plus
-    loopback when `allow_loopback`. Wildcards are never allowed."""
+    loopback when `allow_loopback`. Wildcards are allowed only on `confined_ports`: ranges
+    of ports whose wildcard listeners the kernel firewall confines to the internal network
+    (Ray's C++ servers, which bind the wildcard whatever they are told; raycluster/plan.py)."""
 
     api: ApiEndpoint
     internal_ips: tuple[str, ...]
     allow_loopback: bool = True
+    # Ports the plan pins for a library (Ascend: HCCL's host ports, plan/hccl.py): still only
+    # allowed on an internal address; the audit names the range on each listener in it.
+    port_ranges: tuple[PortRange, ...] = ()
+    # Ports where a wildcard listener is accepted because the kernel firewall confines it to
+    # loopback and the internal network (a Ray node's pinned ports, raycluster/plan.py).
+    confined_ports: tuple[tuple[int, int], ...] = ()  # inclusive (low, high) ranges
+
+    def range_of(self, port: int) -> PortRange | None:
+        return next((r for r in self.port_ranges if r.holds(port)), None)
+
+    def confined(self, port: int) -> bool:
+        return any(lo <= port <= hi for lo, hi in self.confined_ports)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "api": {"host": self.api.host, "port": self.api.port, "uds": self.api.uds},
             "internal_ips": list(self.internal_ips),
             "allow_loopback": self.allow_loopback,
+            "port_ranges": [r.to_dict() for r in self.port_ranges],
         }
+        if self.confined_ports:
+            out["confined_wildcard_ports"] = [f"{lo}" if lo == hi else f"{lo}-{hi}"
+                                              for lo, hi in self.confined_ports]
+        return out
 
 
 @record

@@ -1,4 +1,5 @@
-"""Ascend NPU preflight: device nodes, ASCEND_RT_VISIBLE_DEVICES, `npu-smi info`, driver, CANN.
+"""Ascend NPU preflight: device nodes, ASCEND_RT_VISIBLE_DEVICES, `npu-smi info`, driver, CANN;
+on a multi-node layout also the NPU network (preflight/npu_network.py).
 
 Never imports torch_npu or mindspore (they initialise ACL and hold the device). `npu-smi` runs
 as a subprocess found on PATH, with a timeout; its failure blocks (a broken driver stack answers
@@ -14,6 +15,7 @@ from typing import Any, Mapping
 
 from vllm_secure_launch.findings import Finding, Severity
 from vllm_secure_launch.host.view import HostView
+from vllm_secure_launch.preflight import npu_network
 from vllm_secure_launch.preflight.report import GIB, DeviceFacts, PlatformResult
 from vllm_secure_launch.preflight.request import PreflightRequest
 from vllm_secure_launch.rules.preflight_rules import rule
@@ -156,9 +158,9 @@ def check(req: PreflightRequest, host: HostView) -> PlatformResult:
     for ordinal, chip in enumerate(chips[:needed]):
         facts = _chip_facts(req, chip, findings, ordinal)
         devices.append(DeviceFacts(f"npu:{ordinal}", chip.name, facts))
-    if _multinode(req):
-        findings.extend(npu_network(req, host, [c.logic_id if c.logic_id is not None else i
-                                                for i, c in enumerate(chips[:needed])]))
+    if npu_network.is_multinode(req):
+        findings.extend(npu_network.check(req, host, [
+            c.logic_id if c.logic_id is not None else i for i, c in enumerate(chips[:needed])]))
     driver = _driver(host, findings)
     env_updates.update(_cann(req.environ, host, findings))
     findings.append(rule("VSL551").finding(
@@ -332,46 +334,3 @@ def cann_env(environ: Mapping[str, str], toolkit: str, driver: str) -> dict[str,
 def _prepend(entries: list[str], existing: str | None) -> str:
     old = [p for p in (existing or "").split(":") if p]
     return ":".join(entries + [p for p in old if p not in entries])
-
-
-# ---------------------------------------------------------------------------------------------
-# Multi-node: the NPU network (RoCE ports HCCL uses between nodes), checked the way
-# vllm-ascend's install guide does before a multi-node run: `hccn_tool -i N -link -g` (UP) and
-# `-net_health -g` (Success) per NPU, and /etc/hccn.conf present. Pinging each peer's NPU
-# address (`-ping -g address PEER`) needs the peers' NPU addresses, which no node knows
-# locally: not done here (docs/multinode.md).
-
-HCCN_CONF = "/etc/hccn.conf"
-_MULTINODE = ("master_addr", "data_parallel_address", "headless")
-_LINK_UP = re.compile(r"link status:\s*UP\b", re.I)
-_HEALTHY = re.compile(r"net health status:\s*Success\b", re.I)
-
-
-def _multinode(req: PreflightRequest) -> bool:
-    # The derivation (cluster/derive.py) writes one of these on every node of a multi-node
-    # layout; a hand-written multi-node command line has them too.
-    return any(d in req.set_dests for d in _MULTINODE)
-
-
-def npu_network(req: PreflightRequest, host: HostView, devices: list[int]) -> list[Finding]:
-    exe = host.which("hccn_tool", req.environ.get("PATH")) or (
-        p if os.access(p := host.ascend("driver", "tools", "hccn_tool"), os.X_OK) else None)
-    out: list[Finding] = []
-    if host.read_text(getattr(host, "hccn_conf", HCCN_CONF)) is None:
-        out.append(rule("VSL554").finding("hccn.conf", f"{HCCN_CONF} does not exist or cannot "
-                                          "be read"))
-    if exe is None:
-        out.append(rule("VSL553").finding("hccn_tool", "hccn_tool was not found on PATH or in "
-                                          "the driver's tools directory"))
-        return out
-    bad = []
-    for dev in devices:
-        for what, pattern, said in (("-link", _LINK_UP, "link not UP"),
-                                    ("-net_health", _HEALTHY, "net health not Success")):
-            res = host.run([exe, "-i", str(dev), what, "-g"], host.npu_smi_timeout)
-            if res.returncode != 0 or not pattern.search(res.stdout):
-                text = (res.stdout.strip() or res.stderr.strip() or res.error or "")[:120]
-                bad.append(f"NPU {dev}: {said} ({text or 'no output'})")
-    if bad:
-        out.append(rule("VSL552").finding("npu network", "; ".join(bad)))
-    return out

@@ -47,6 +47,8 @@ class PreflightRequest:
     dtype: str = "auto"
     device_ids: tuple[str, ...] | None = None  # --device-ids tokens, as written
     set_dests: frozenset[str] = frozenset()  # every dest the user set (vllm-mindspore check)
+    # The launcher's --npu-peers (multi-node Ascend): a peer file's path or a list of IPs.
+    npu_peers: str = ""
     # The environment vLLM will get (may hold secrets: never printed or put in to_dict).
     environ: Mapping[str, str] = field(default_factory=dict, repr=False)
 
@@ -56,6 +58,7 @@ class PreflightRequest:
         args: ServeArgs,
         environ: Mapping[str, str],
         accelerator: str | None = None,
+        npu_peers: str = "",
     ) -> PreflightRequest:
         """Raise UsageError for values vLLM itself would reject as malformed (not numbers)."""
         chosen = _accelerator(accelerator, environ)
@@ -90,6 +93,7 @@ class PreflightRequest:
             dtype=str(args.get("dtype", "auto")).strip().lower(),
             device_ids=_device_ids(args.get("device_ids")),
             set_dests=frozenset(args.values),
+            npu_peers=npu_peers,
             environ=dict(environ),
         )
 

@@ -74,12 +74,13 @@ def run(request: PreflightRequest, host_view: HostView | None = None) -> Preflig
 
 
 def run_for_serve(args: ServeArgs, environ: Mapping[str, str], accelerator: str | None = None,
-                  host_view: HostView | None = None) -> PreflightReport:
+                  host_view: HostView | None = None, npu_peers: str = "") -> PreflightReport:
     """The serve path's entry: ServeArgs + the environ vLLM will get + the chosen accelerator.
 
     Raises UsageError (exit 2) only for malformed numbers in the vLLM arguments.
     """
-    return run(PreflightRequest.from_serve_args(args, environ, accelerator), host_view)
+    return run(PreflightRequest.from_serve_args(args, environ, accelerator, npu_peers),
+               host_view)
 
 
 def _platform_check(platform: str, request: PreflightRequest, host: HostView) -> PlatformResult:

@@ -25,10 +25,11 @@ def _families() -> tuple[ModuleType, ...]:
         internal_rules,
         launcher_rules,
         network_rules,
+        ray_serve_rules,
     )
 
     return (network_rules, flag_rules, cluster_rules, env_rules, internal_rules, launcher_rules,
-            advisory_rules)
+            advisory_rules, ray_serve_rules)
 
 
 def _catalogs() -> tuple[ModuleType, ...]:

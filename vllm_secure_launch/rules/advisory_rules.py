@@ -41,12 +41,15 @@ RULES = (VULNERABLE, VULNERABLE_LOCAL, ENGINE_UNKNOWN, NO_SURFACE)
 
 def atom(ctx: Context) -> Callable[[str, str], bool | None]:
     """Answers the data's condition atoms for this plan; None = cannot tell (counts as true)."""
-    args, env = ctx.args, ctx.environ
+    from vllm_secure_launch.rules.ray_serve_rules import child_env
+
+    # env: atoms judge what vLLM will get, including the Ray variables the launcher sets.
+    args, env = ctx.args, {**ctx.environ, **child_env(ctx)}
 
     def flag_value(option: str) -> object:
-        from vllm_secure_launch.surface.flags import load_table
+        from vllm_secure_launch.surface.flags import of
 
-        f = load_table().by_string.get(option)
+        f = of(args).by_string.get(option)
         return None if f is None else args.get(f.dest)
 
     def answer(kind: str, arg: str) -> bool | None:

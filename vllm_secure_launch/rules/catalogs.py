@@ -14,7 +14,9 @@ def modules() -> tuple[ModuleType, ...]:
         gate_rules,
         guard_rules,
         preflight_rules,
+        ray_live_rules,
+        ray_start_rules,
     )
 
     return (gate_rules, guard_rules, preflight_rules, audit_rules, firewall_rules,
-            derivation_rules)
+            derivation_rules, ray_start_rules, ray_live_rules)

@@ -17,8 +17,10 @@ MULTINODE_PINNED = Rule(
 )
 RAY_DAEMONS = Rule(
     "VSL302", "Ray's own daemons are started outside the launcher", Severity.WARNING,
-    "start Ray with --node-ip-address=<internal IP>, RAY_AUTH_MODE=token and "
-    "--include-dashboard=false; the socket audit only covers vLLM's process tree",
+    "start every Ray node with `vllm-secure-launch ray start` (token auth, internal address, "
+    "pinned ports, dashboard off, its own audit and kernel firewall); this launcher checks the "
+    "cluster before vLLM joins it (VSL730-VSL736), but its socket audit covers only vLLM's "
+    "process tree",
 )
 FOLLOWER_NO_HEAD = Rule(
     "VSL303", "a follower node does not name the head's address", Severity.ERROR,
@@ -159,8 +161,8 @@ def check_shape(ctx: Context) -> list[Finding]:
             f"({ctx.internal.iface}, {ctx.internal.network}) because: " + "; ".join(ctx.multinode)))
     backends = (ctx.args.get("distributed_executor_backend"), ctx.args.get("data_parallel_backend"))
     if "ray" in backends:
-        out.append(RAY_DAEMONS.finding("ray", "Ray's GCS, raylets and dashboard are not started "
-                                              "by the launcher"))
+        out.append(RAY_DAEMONS.finding("ray", "Ray's GCS, raylets and workers run outside this "
+                                              "launcher's process tree and audit"))
     names_head = ctx.args.has("master_addr") or ctx.args.has("data_parallel_address")
     if is_follower(ctx) and not names_head:
         out.append(FOLLOWER_NO_HEAD.finding("--master-addr", "this node is a follower but names "

@@ -105,9 +105,21 @@ OPTIMIZED = Rule(
     "was such an assert; vLLM never checks for optimize mode itself",
 )
 
+# An ID from the VSL228-VSL239 block kept for the rules vLLM 0.33's surface needs.
+REQUEST_BODY_LOGGED = Rule(
+    "VSL229", "request bodies would be logged at a level the service's logs keep",
+    Severity.ERROR,
+    "unset VLLM_REQUEST_BODY_LOG_LEVEL (vLLM logs request bodies at DEBUG), drop "
+    "--enable-log-requests, or waive VSL229 where logs may hold every prompt",
+    doc="vLLM 0.33 entrypoints/serve/utils/request_logger.py log_request_body: with "
+    "--enable-log-requests the whole request JSON (prompts, images, tool arguments) is logged "
+    "at VLLM_REQUEST_BODY_LOG_LEVEL (envs.py, default DEBUG, upper-cased); a level above DEBUG "
+    "puts it in the ordinary logs. New in 0.33 (0.32 logs the body at DEBUG only).",
+)
 RULES = (OPTIMIZED, DEV_MODE, LEGACY_PROFILER, INSECURE_SERIALIZATION, RUNTIME_LORA, DEBUG_RESPONSES,
          RUST_FRONTEND, PLUGINS, SAGEMAKER_LOADERS, VLLM_PORT_URI, LOGGING_CONFIG, DEBUG_DUMP,
-         DOS_GUARD, RISKY_SWITCH, SCRUBBED, LOOPBACK_WIDENED, SHARED_CACHE, RAY_ADDRESS_OUTSIDE)
+         DOS_GUARD, RISKY_SWITCH, SCRUBBED, LOOPBACK_WIDENED, SHARED_CACHE, RAY_ADDRESS_OUTSIDE,
+         REQUEST_BODY_LOGGED)
 
 # name -> rule: refused when present, whatever the value.
 PRESENCE: dict[str, Rule] = {
@@ -164,6 +176,16 @@ DOS_GUARDS: dict[str, float] = {
     "VLLM_MAX_AUDIO_DECODE_BYTES": 268_435_456, "VLLM_IMAGE_FETCH_TIMEOUT": 5,
     "VLLM_VIDEO_FETCH_TIMEOUT": 30, "VLLM_AUDIO_FETCH_TIMEOUT": 10,
 }
+# vLLM 0.33 adds these bounds (vllm/envs.py; surface-data/diff-0.32-0.33.md). The HTTP body and
+# template-fuel bounds are enforced only by the Rust front end (refused: VSL406), so setting
+# them changes nothing today, but 0 still says "no limit" and is refused like the others.
+DOS_GUARDS_0_33: dict[str, float] = {
+    **DOS_GUARDS,
+    "VLLM_HTTP_MAX_REQUEST_BODY_SIZE": 33_554_432, "VLLM_CHAT_TEMPLATE_FUEL": 500_000,
+    "VLLM_MAX_MEDIA_REQUEST_DECODE_BYTES": 715_827_880,
+    "VLLM_MAX_MEDIA_REQUEST_DOWNLOAD_SIZE_MB": 256,
+}
+DOS_GUARDS_BY_SURFACE = {"0.32": DOS_GUARDS, "0.33": DOS_GUARDS_0_33}
 DOS_FACTOR = 16
 # Caches that hold pickled or compiled artefacts vLLM/torch/triton load back as code.
 CACHE_VARS = ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR", "VLLM_CACHE_ROOT",
@@ -195,7 +217,10 @@ def check_presence(ctx: Context) -> list[Finding]:
 
 def check_dos_guards(ctx: Context) -> list[Finding]:
     out = []
-    for name in DOS_GUARDS:
+    # The guards (and defaults) of the vLLM that will run; a surface without its own table
+    # (a launcher older than its vLLM) gets the newest known one.
+    guards = DOS_GUARDS_BY_SURFACE.get(ctx.args.surface, DOS_GUARDS_0_33)
+    for name in guards:
         if name not in ctx.environ:
             continue
         raw = ctx.environ[name].strip()
@@ -205,11 +230,11 @@ def check_dos_guards(ctx: Context) -> list[Finding]:
             value = float("nan")
         if not (value > 0 and value != float("inf")):
             out.append(DOS_GUARD.finding(name, f"{name}={raw!r} disables or breaks the guard"))
-        elif value > DOS_GUARDS[name] * DOS_FACTOR:
+        elif value > guards[name] * DOS_FACTOR:
             out.append(DOS_GUARD.finding(
                 name, f"{name}={raw} is more than {DOS_FACTOR}× vLLM's default "
-                f"({DOS_GUARDS[name]:g}): the guard is disabled by size",
-                remedy=f"keep it within {DOS_GUARDS[name] * DOS_FACTOR:g}, or waive VSL412 "
+                f"({guards[name]:g}): the guard is disabled by size",
+                remedy=f"keep it within {guards[name] * DOS_FACTOR:g}, or waive VSL412 "
                 "with the reason"))
     return out
 
@@ -244,8 +269,11 @@ def check_caches(ctx: Context) -> list[Finding]:
 def check_ray_address(ctx: Context) -> list[Finding]:
     import ipaddress
 
+    from vllm_secure_launch.rules.ray_serve_rules import NON_ADDRESSES, ray_backend
+
     raw = ctx.environ.get("RAY_ADDRESS", "").strip()
-    if not raw or raw == "local":
+    # On a Ray backend "auto"/"local" are no address at all: VSL725 refuses them.
+    if not raw or raw == "local" or (ray_backend(ctx) and raw.lower() in NON_ADDRESSES):
         return []
     host = raw.split("://", 1)[-1].rsplit(":", 1)[0].strip("[]")
     try:
@@ -255,8 +283,10 @@ def check_ray_address(ctx: Context) -> list[Finding]:
     net = ctx.internal.network if ctx.internal else None
     if ip is not None and (ip.is_loopback or (net and ip in ipaddress.ip_network(net))):
         return []
-    return [RAY_ADDRESS_OUTSIDE.finding("RAY_ADDRESS", f"RAY_ADDRESS={raw!r} is not on loopback "
-                                        f"or the internal network ({net or 'none configured'})")]
+    what = "names a host, not an IP, and" if ip is None else "is"
+    return [RAY_ADDRESS_OUTSIDE.finding("RAY_ADDRESS", f"RAY_ADDRESS={raw!r} {what} not on "
+                                        f"loopback or the internal network "
+                                        f"({net or 'none configured'})")]
 
 
 def check_vllm_port(ctx: Context) -> list[Finding]:
@@ -286,5 +316,23 @@ def check_scrubbed(ctx: Context) -> list[Finding]:
             for n in SCRUB if n in ctx.environ]
 
 
+# logging's level names (logging.getLevelNamesMapping, which vLLM 0.33 looks the value up in)
+_LEVELS = {"CRITICAL": 50, "FATAL": 50, "ERROR": 40, "WARN": 30, "WARNING": 30, "INFO": 20,
+           "DEBUG": 10, "NOTSET": 0}
+
+
+def check_request_body_level(ctx: Context) -> list[Finding]:
+    """vLLM 0.33: VLLM_REQUEST_BODY_LOG_LEVEL above DEBUG with --enable-log-requests."""
+    raw = ctx.environ.get("VLLM_REQUEST_BODY_LOG_LEVEL")
+    if ctx.args.surface == "0.32" or raw is None or not ctx.args.get("enable_log_requests"):
+        return []
+    level = _LEVELS.get(raw.upper())  # an unknown name: vLLM logs no body at all
+    if level is None or level <= _LEVELS["DEBUG"]:
+        return []
+    return [REQUEST_BODY_LOGGED.finding(
+        "VLLM_REQUEST_BODY_LOG_LEVEL", f"VLLM_REQUEST_BODY_LOG_LEVEL={raw} with "
+        "--enable-log-requests logs every request body at that level")]
+
+
 CHECKS = (check_presence, check_dos_guards, check_vllm_port, check_plugins, check_scrubbed,
-          check_loopback_ip, check_caches, check_ray_address)
+          check_loopback_ip, check_caches, check_ray_address, check_request_body_level)

@@ -29,4 +29,13 @@ OFF = Rule(
     "set --firewall auto or enforce (VSL_FIREWALL, [launcher] firewall)",
     "--firewall off: only the socket audit guards the listeners.")
 
-RULES = (ENFORCED, NOT_ENFORCED, REQUIRED, OFF)
+SOURCES_NOT_ENFORCED = Rule(
+    "VSL134", "the API source allow-list is not enforced", Severity.WARNING,
+    "enable the kernel firewall (root, or CAP_NET_ADMIN with a delegated cgroup v2 subtree; "
+    "--firewall enforce to refuse instead of warning), or load `render nftables` into the "
+    "host firewall, which carries the same list",
+    "[api] allowed_sources (--api-allowed-sources) narrows the API port's ingress only where "
+    "the launcher's nftables table is loaded; without it any host that reaches the API "
+    "address can connect (the API key still applies).")
+
+RULES = (ENFORCED, NOT_ENFORCED, REQUIRED, OFF, SOURCES_NOT_ENFORCED)

@@ -110,7 +110,10 @@ IMPORT_FLAGS: dict[str, tuple[object, ...]] = {
 }
 MODULE_PATH_KEYS = ("kv_connector_module_path", "ec_connector_module_path", "module_path",
                     "cache_policy_module_path", "backpressure_cls", "spec_module_path",
-                    "policy_module_path", "worker_cls", "scheduler_cls", "proposer_cls")
+                    "policy_module_path", "worker_cls", "scheduler_cls", "proposer_cls",
+                    # structured_outputs_config: a module name, or a .py file that is executed
+                    # (entrypoints/common/cli_args.py init_parser_plugin in 0.33)
+                    "reasoning_parser_plugin")
 # Keys inside any JSON sub-config whose value vLLM imports by name (grep of vLLM 0.32/0.33 for
 # resolve_obj_by_qualname / importlib.import_module / __import__ fed from config values).
 _CODE_KEY = re.compile(r"(module_path|_module$|_cls$|^cls$|class_path|qualname|_class$)")
@@ -161,7 +164,9 @@ def check_flags(ctx: Context) -> list[Finding]:
         out.append(TOKENS_ONLY.finding("--tokens-only", "token-in/token-out routes are served"))
     if str(a.get("tool_server", "")).strip() == "demo":
         out.append(TOOL_SERVER_DEMO.finding("--tool-server", "--tool-server demo"))
-    for dest in ("enable_prompt_embeds", "trust_request_mm_kwargs"):
+    # enable_mm_embeds: request-supplied image/audio/video embeddings are torch.load-ed too
+    # (surface-data/code-loading.md torch-load-request-embeds, 0.32 and 0.33).
+    for dest in ("enable_prompt_embeds", "enable_mm_embeds", "trust_request_mm_kwargs"):
         if a.get(dest):
             out.append(REQUEST_INPUTS.finding(_flag(ctx, dest), f"{_flag(ctx, dest)} is enabled"))
     if str(a.get("load_format", "")).strip().lower() in ("netloader", "rfork"):
@@ -280,9 +285,9 @@ def check_import_by_name(ctx: Context) -> list[Finding]:
         out.append(IMPORT_BY_NAME.finding("--distributed-executor-backend",
                                           f"--distributed-executor-backend {backend} is imported "
                                           "as a class"))
-    from vllm_secure_launch.surface.flags import load_table
+    from vllm_secure_launch.surface.flags import of
 
-    for dest in load_table().json_dests():
+    for dest in of(a).json_dests():
         for hit in _module_paths(a.get(dest), _flag(ctx, dest)):
             out.append(IMPORT_BY_NAME.finding(_flag(ctx, dest), f"{hit} imports code"))
     out += _nested_imports(ctx)
@@ -348,7 +353,18 @@ LISTENING_LOADER = Rule(
     "0.0.0.0 with a dynamic port, gated only by a seed_key query value",
     doc="vllm-ascend v0.23.0 netloader/interaction/elastic.py and rfork/seed_server.py.",
 )
-ALL_RULES = (*RULES, VLLM_COMMAND, CORS_SHAPE, REQUEST_INPUTS, LISTENING_LOADER)
+WATCHDOG_DUMP = Rule(
+    "VSL228", "vLLM 0.33's watchdog would write stack dumps into a shared or system directory",
+    Severity.ERROR,
+    "point --watchdog-config dump_dir at a directory only the service user can write (its "
+    "StateDirectory, e.g. /var/lib/vllm/watchdog), or leave dump_dir empty (watchdog off)",
+    doc="vLLM 0.33 vllm/utils/watch_dog.py ThreadedWatchDog.dump_stack: os.makedirs(dump_dir) "
+    "and open(dump_dir/VLLM_STACK_DUMP_for_<name>_<pid>.log, 'a') -- a predictable name opened "
+    "for append, following symlinks, so in a world-writable directory another user chooses "
+    "which file the service appends to; faulthandler writes every thread's stack into it "
+    "(config/watchdog_config.py: an empty dump_dir disables the watchdog). New in 0.33.",
+)
+ALL_RULES = (*RULES, VLLM_COMMAND, CORS_SHAPE, REQUEST_INPUTS, LISTENING_LOADER, WATCHDOG_DUMP)
 RULES = ALL_RULES  # type: ignore[assignment]  # the family's tuple grows here
 
 # `PYTHON [-I -s -E -B -u] -m MODULE serve` with one of these modules.
@@ -388,4 +404,24 @@ def check_vllm_command(ctx: Context) -> list[Finding]:
                                  "knows it; whatever it adds is not judged")]
 
 
-CHECKS = (check_keys, check_flags, check_media_path, check_import_by_name, check_vllm_command)
+def _watchdog_dir(value: object) -> str:
+    if isinstance(value, str):  # a raw (non-JSON) value: vLLM would refuse it anyway
+        return ""
+    return str(value.get("dump_dir") or "") if isinstance(value, dict) else ""
+
+
+def check_watchdog(ctx: Context) -> list[Finding]:
+    """--watchdog-config (vLLM 0.33): where the stack dumps go."""
+    dump_dir = _watchdog_dir(ctx.args.get("watchdog_config"))
+    if not dump_dir:
+        return []
+    real = canonical_path(ctx, dump_dir)
+    reason = sensitive_reason(ctx, real)
+    if reason is None:
+        return []
+    return [WATCHDOG_DUMP.finding(_flag(ctx, "watchdog_config"),
+                                  f"dump_dir {dump_dir} ({real}): {reason}")]
+
+
+CHECKS = (check_keys, check_flags, check_media_path, check_import_by_name, check_vllm_command,
+          check_watchdog)

@@ -1,6 +1,7 @@
 """Preflight rules (family VSL5xx): accelerator, devices, memory, engine. IDs are never reused.
 
-Ranges: VSL500-509 selection and engine, VSL510-539 CUDA, VSL540-569 Ascend, VSL570-589 CPU.
+Ranges: VSL500-509 selection and engine, VSL510-539 CUDA, VSL540-569 Ascend, VSL570-579 CPU,
+VSL580-589 the Ascend multi-node NPU network (hccn_tool, /etc/hccn.conf, peer pings).
 The lead wires `RULES` into the registry; checks build findings with `RULE[...]`-style lookups
 through `rule(id)` so a typo in an ID fails in tests, not in production.
 """
@@ -157,6 +158,50 @@ RULES: tuple[Rule, ...] = (
     Rule("VSL554", "/etc/hccn.conf is missing", W,
          "Mount /etc/hccn.conf (the NPU ports' addresses) into the container.",
          "HCCL reads the NPU network addresses configured there."),
+    # -- Ascend multi-node: the NPU network --------------------------------------------------
+    # The checks follow vllm-ascend's install guide, "Multi-node Deployment" -> "Verify
+    # Multi-Node Communication" (vllm-project/vllm-ascend docs/source/installation.md):
+    # per NPU `hccn_tool -i N -link -g` (UP), `-net_health -g` (Success), `cat /etc/hccn.conf`,
+    # then `hccn_tool -i N -ping -g address PEER`. Ping output as the Ascend docs show it:
+    # "device 0 PING 10.10.100.10 / recv seq=0,time=0.067000ms / 3 packets transmitted,
+    # 3 received, 0.00% packet loss"; a lost packet prints "recv time out seq=0" (the HCCL
+    # troubleshooting FAQ: success iff the output contains "0.00% packet loss").
+    Rule("VSL580", "The peers' NPU addresses are not known (multi-node Ascend)", E,
+         "Give the peers' NPU addresses with --npu-peers (VSL_NPU_PEERS, policy [cluster] "
+         "npu_peers): the HCCL rank table file, a file of addresses, or a comma-separated "
+         "list; or waive VSL580 if the NPU network is checked elsewhere.",
+         "Fail closed: without them the ping of each peer's NPU address "
+         "(`hccn_tool -i N -ping -g address PEER`) cannot be done. Source: vllm-ascend "
+         "docs/source/installation.md, 'Cross-Node PING Test'."),
+    Rule("VSL581", "The peers' NPU address list cannot be used", E,
+         "Make --npu-peers a readable rank table (server_list[].device[].device_ip), a file "
+         "with one IP per line, or a comma-separated list of IPs, naming at least one "
+         "address that is not this node's own.",
+         "A missing file, malformed JSON, an entry that is not an IP address, or a list of "
+         "only this node's own NPU addresses blocks the start."),
+    Rule("VSL582", "/etc/hccn.conf names no address for an NPU this node uses", E,
+         "Configure the NPU's port (`hccn_tool -i N -ip -s address IP netmask MASK`, which "
+         "writes address_N/netmask_N to /etc/hccn.conf) or hide the NPU with "
+         "ASCEND_RT_VISIBLE_DEVICES.",
+         "An NPU without address_N= in /etc/hccn.conf has no address on the NPU network, "
+         "so HCCL cannot reach it from the other nodes."),
+    Rule("VSL583", "A peer's NPU address does not answer hccn_tool -ping", E,
+         "Check the NPU ports' cabling, VLAN, netmask and gateway on both nodes "
+         "(`hccn_tool -i N -gateway -g`, `-netdetect -g`) and that both sides' TLS switch "
+         "agrees (`hccn_tool -i N -tls -g`); HCCL across nodes hangs or fails otherwise.",
+         "Blocks on any lost packet: the Ascend troubleshooting FAQ counts a ping as "
+         "successful only with \"0.00% packet loss\"; \"recv time out seq\" or "
+         "\"Destination Host Unreachable\" mean the two NPUs are not connected."),
+    Rule("VSL584", "hccn_tool gave no answer preflight can read", E,
+         "Run the listed hccn_tool command by hand; a driver error (dsmi ... ret = -8005) "
+         "means the driver stack is broken or the device nodes are not passed in; retry "
+         "after `hccn_tool is busy` (another hccn_tool running).",
+         "Fail closed: a non-zero exit without a verdict, a timeout or output in an unknown "
+         "format leaves the NPU network unverified."),
+    Rule("VSL585", "NPU network checked for multi-node", I,
+         "Nothing to do.",
+         "One finding per run: NPUs whose link is UP and healthy, peer NPU addresses that "
+         "answered the ping."),
     # -- CPU -----------------------------------------------------------------------------------
     Rule("VSL570", "CPU platform", I,
          "Nothing to do.",

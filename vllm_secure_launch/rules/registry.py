@@ -1,8 +1,8 @@
 """Rule registry: stable IDs, titles, default severity, remedy. An ID is never reused.
 
 Families (shared/DESIGN.md): VSL1xx network, 2xx endpoints/auth, 3xx cluster, 4xx environment,
-5xx preflight, 6xx audit and supervision, 9xx internal. Each family module declares a tuple
-`RULES` of `Rule`; `all_rules()` collects them. The rule's doc is its documentation
+5xx preflight, 6xx audit and supervision, 7xx Ray, 9xx internal. Each family module declares a
+tuple `RULES` of `Rule`; `all_rules()` collects them. The rule's doc is its documentation
 (`vllm-secure-launch rules` prints it).
 """
 

@@ -6,13 +6,15 @@ Allowed (ExpectedListeners): the API socket on exactly api.host:api.port; any po
 address of `internal_ips` (vLLM's internal ports are kernel-assigned, so a port allowlist
 cannot work: shared/reference/vllm-0.32-surface.md §1.5); loopback when `allow_loopback`.
 Wildcards (0.0.0.0, ::, ::ffff:0.0.0.0) are never allowed: a dual-stack [::] listener accepts
-IPv4 as well, so IPv6 tables are read too.
+IPv4 as well, so IPv6 tables are read too. The one exception is a Ray driver's core-worker
+port (ExpectedListeners.confined_ports: the local raylet's worker ports, set only behind the
+kernel firewall; rules/ray_live_rules.py).
 """
 
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Iterable, Sequence
 
 from vllm_secure_launch.findings import Finding
@@ -67,8 +69,9 @@ class Listener:
 class Verdict:
     listener: Listener
     allowed: bool
-    reason: str  # "api" | "internal" | "loopback" | "wildcard" | "unplanned"
+    reason: str  # "api" | "internal" | "loopback" | "confined" | "wildcard" | "unplanned"
     rule_id: str | None = None
+    pinned: str | None = None  # the plan's port range it lies in (e.g. HCCL_IF_BASE_PORT)
 
     def to_dict(self) -> dict[str, Any]:
         d = self.listener.to_dict()
@@ -76,6 +79,8 @@ class Verdict:
         d["reason"] = self.reason
         if self.rule_id:
             d["rule"] = self.rule_id
+        if self.pinned:
+            d["pinned"] = self.pinned
         return d
 
 
@@ -129,10 +134,21 @@ def is_loopback(address: str) -> bool:
 
 
 def judge(expected: ExpectedListeners, listener: Listener) -> Verdict:
-    """The verdict for one listener (wildcards first: they are never allowed)."""
+    """The verdict for one listener, with the plan's port range it lies in, if any."""
+    verdict = _judge(expected, listener)
+    pinned = expected.range_of(listener.port) if listener.proto == "tcp" else None
+    return replace(verdict, pinned=pinned.name) if pinned else verdict
+
+
+def _judge(expected: ExpectedListeners, listener: Listener) -> Verdict:
+    """Wildcards first: they are never allowed."""
     addr = canonical_ip(listener.address)
     api = expected.api
     if is_wildcard(addr):
+        if listener.proto == "tcp" and expected.confined(listener.port):
+            # A pinned Ray port that binds the wildcard regardless: the plan only lists it
+            # while the kernel firewall confines it (raycluster/plan.py).
+            return Verdict(listener, True, "confined")
         return Verdict(listener, False, "wildcard", R.WILDCARD_LISTENER.id)
     if (
         api.host is not None
@@ -157,7 +173,8 @@ def _who(listener: Listener) -> str:
 
 def _finding(verdict: Verdict) -> Finding:
     lst = verdict.listener
-    hint = _KNOWN_PORTS.get(lst.port)
+    hint = (f"HCCL host port ({verdict.pinned}, pinned by the launcher; HCCL should bind it "
+            "on HCCL_IF_IP)" if verdict.pinned else _KNOWN_PORTS.get(lst.port))
     what = f"{_who(lst)} listens on {lst.endpoint}"
     if verdict.reason == "wildcard":
         scope = "every IPv4 interface" if lst.family == 4 else "every interface (IPv6 and, dual-stack, IPv4)"

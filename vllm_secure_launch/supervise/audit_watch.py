@@ -109,6 +109,7 @@ class AuditWatch:
         self.findings = KeptFindings()
         self.audits = 0
         self.clean = True  # the last audit's; under warn its findings do not block
+        self.last: audit.AuditResult | None = None  # the last audit's result
 
     def check(self, now: float, force: bool = False) -> Pass:
         """One audit of the tree's sockets now (`force`: re-read the process tree)."""
@@ -118,7 +119,7 @@ class AuditWatch:
             result = downgrade(result)
         changed = self.memory.update(result.verdicts, now)
         new = tuple(f for f in result.findings if self.findings.add(f))
-        self.clean = result.clean
+        self.clean, self.last = result.clean, result
         return Pass(result, changed, new)
 
     def _observe(self, now: float, force: bool) -> audit.AuditResult:

@@ -144,8 +144,10 @@ def kill_tree(me: int, grace: float) -> None:
     _reap()
 
 
-def _exec_child(argv: list[str], keeper: int, mask: set[int], procs: str | None = None) -> None:
-    """In the forked child: parent-death signal, race check, empty mask, exec. Never returns."""
+def _exec_child(argv: list[str], keeper: int, mask: set[int], procs: str | None = None,
+                gate: int | None = None) -> None:
+    """In the forked child: parent-death signal, race check, enter the cgroup, wait for the
+    table (`gate`), empty mask, exec. Never returns."""
     try:
         _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() != keeper:
@@ -155,6 +157,8 @@ def _exec_child(argv: list[str], keeper: int, mask: set[int], procs: str | None 
         except OSError as exc:
             _say(f"firewall: cannot enter the cgroup {procs}: {exc.strerror}")
             os._exit(EXIT_REFUSED)
+        if gate is not None and os.read(gate, 1) != b"1":
+            os._exit(EXIT_REFUSED)  # the table did not load (the keeper says why): no exec
         for sig in mask:  # dispositions back to default before the mask opens
             signal.signal(sig, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_SETMASK, [])
@@ -166,14 +170,10 @@ def _exec_child(argv: list[str], keeper: int, mask: set[int], procs: str | None 
         os._exit(EXIT_INTERNAL)
 
 
-def _firewall() -> tuple[object | None, str | None]:
-    """Load the service's nftables table before vLLM exists (fail closed: any error -> 78).
-    The keeper holds the table's netlink socket, so the kernel drops the table when the keeper
-    exits, whatever the cause. Returns (table, cgroup.procs path) or (None, None) when off."""
-    ruleset = os.environ.pop(FIREWALL_RULESET, None)
-    cgroup = os.environ.pop(FIREWALL_CGROUP, None)
-    if ruleset is None or cgroup is None:
-        return None, None
+def _load_table(ruleset: str) -> object:
+    """Load the service's nftables table (any error -> the caller refuses with 78). The
+    keeper holds the table's netlink socket, so the kernel drops the table when the keeper
+    exits, whatever the cause."""
     # -I -S: the package is not importable here, so run the stdlib-only holder by path
     # (exec of its source is cheaper than importlib's machinery: it is on vLLM's start path).
     path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -181,7 +181,7 @@ def _firewall() -> tuple[object | None, str | None]:
     with open(path, encoding="utf-8") as fh:
         holder: dict[str, object] = {"__name__": "vsl_firewall_holder"}
         exec(compile(fh.read(), path, "exec"), holder)  # noqa: S102 - our own file
-    return holder["Table"](ruleset), os.path.join(cgroup, "cgroup.procs")  # type: ignore[operator]
+    return holder["Table"](ruleset)  # type: ignore[operator]
 
 
 def _join_cgroup(procs: str | None) -> None:
@@ -216,26 +216,45 @@ def run(parent: int, grace: float, argv: list[str]) -> int:
     if os.getppid() != parent:  # the launcher died before prctl took effect
         return EXIT_INTERNAL
     _prctl(PR_SET_CHILD_SUBREAPER, 1)
-    try:
-        table, procs = _firewall()
-    except Exception as exc:  # noqa: BLE001 - fail closed: no vLLM without its firewall
-        _say(f"firewall: the nftables table could not be loaded ({exc}); nothing was started")
-        return EXIT_REFUSED
-    try:
-        return _supervise(parent, grace, argv, watched, procs)
-    finally:
-        if table is not None:
-            table.close()  # type: ignore[attr-defined]
-        if procs is not None:  # the tree is reaped: the cgroup goes too, even if the
-            _remove_cgroup(os.path.dirname(procs))  # launcher died and cannot clean up
-
-
-def _supervise(parent: int, grace: float, argv: list[str], watched: set[int],
-               procs: str | None) -> int:
+    ruleset = os.environ.pop(FIREWALL_RULESET, None)  # never passed on to vLLM
+    cgroup = os.environ.pop(FIREWALL_CGROUP, None)
+    if ruleset is None or cgroup is None:
+        ruleset = cgroup = None
+    procs = None if cgroup is None else os.path.join(cgroup, "cgroup.procs")
+    # With the firewall, the child is forked first and waits on `gate` before exec: its move
+    # into the cgroup (the kernel waits for an RCU grace period, ~10 ms) then overlaps the
+    # table load instead of following it, and it never inherits the table's netlink socket.
+    gate, release = os.pipe() if ruleset is not None else (None, None)
     me = os.getpid()
     child = os.fork()
     if child == 0:
-        _exec_child(argv, me, {int(s) for s in watched}, procs)
+        if release is not None:
+            os.close(release)  # else the child would never see EOF when the table fails
+        _exec_child(argv, me, {int(s) for s in watched}, procs, gate)
+    table = None
+    if ruleset is not None and gate is not None and release is not None:
+        os.close(gate)
+        try:
+            table = _load_table(ruleset)
+        except Exception as exc:  # noqa: BLE001 - fail closed: no vLLM without its firewall
+            _say(f"firewall: the nftables table could not be loaded ({exc}); nothing was "
+                 "started")
+            os.close(release)  # the child reads EOF and exits without exec
+            os.waitpid(child, 0)
+            return EXIT_REFUSED
+        os.write(release, b"1")
+        os.close(release)
+    try:
+        return _supervise(parent, grace, child, watched)
+    finally:
+        if table is not None:
+            table.close()  # type: ignore[attr-defined]
+        if cgroup is not None:  # the tree is reaped: the cgroup goes too, even if the
+            _remove_cgroup(cgroup)  # launcher died and cannot clean up
+
+
+def _supervise(parent: int, grace: float, child: int, watched: set[int]) -> int:
+    me = os.getpid()
     code: int | None = None
     while True:
         info = signal.sigwaitinfo(watched)

@@ -51,7 +51,12 @@ from vllm_secure_launch.supervise.child import (
 )
 from vllm_secure_launch.supervise.keeper import signal_all
 from vllm_secure_launch.supervise.pump import Pump
-from vllm_secure_launch.supervise.readiness import HealthWatch, ReadyWait, hang_probe_interval
+from vllm_secure_launch.supervise.readiness import (
+    HealthWatch,
+    ReadyWait,
+    follower_listeners,
+    hang_probe_interval,
+)
 from vllm_secure_launch.supervise.sdnotify import Notifier, watchdog_interval
 from vllm_secure_launch.supervise.signals import Signals, drain
 from vllm_secure_launch.supervise.stop import Stopper
@@ -135,7 +140,8 @@ class _Run:
 
     def start_loading(self) -> None:
         plan = self.plan
-        wait = ("headless, no API server" if plan.api.headless else
+        wait = (f"headless, no API server: waiting up to {self.sv.ready_timeout:g} s for its "
+                "engines' internal listeners" if plan.api.headless else
                 f"waiting up to {self.sv.ready_timeout:g} s for GET {plan.api.url('/health')}")
         self.ui.info(f"started vLLM (keeper pid {self.child.pid}); {wait}", event="started",
                      pid=self.child.pid)
@@ -216,12 +222,11 @@ class _Run:
     def tick_loading(self, now: float) -> None:
         self.extend_start(now)
         if self.plan.api.headless:
-            # A headless node (--headless, --api-server-count 0) has no API server and so no
-            # /health: it counts as ready once started and its first audit is clean; the
-            # continuous audit then covers the listeners its engines open later.
-            self.ui.info("headless: no API server to wait for; ready after a clean audit",
-                         event="healthy", elapsed=round(self.elapsed(), 3))
-            self.on_healthy(self.clock())
+            ports = tuple(self.plan.facts.get("ready_ports") or ())
+            if ports:
+                self.tick_planned_ports(now, ports)
+            else:
+                self.tick_headless(now)
             return
         if self.wait.due(now):
             if self.wait.probe(now).ok:
@@ -232,12 +237,73 @@ class _Run:
                 self.on_healthy(self.clock())
                 return
             self.wait.retry(self.clock())
+        self.expire_loading()
+
+    def tick_planned_ports(self, now: float, ports: tuple[int, ...]) -> None:
+        """A node whose plan names ports that must listen and files that must exist (a Ray
+        node: GCS and raylet, and the address file `ray start` writes once the node is up):
+        ready once they do and the audit is clean; the continuous audit covers the rest."""
+        if not self.ports_listening(now, ports):
+            self.expire_loading()
+            return
+        self.ui.info(f"listening on {', '.join(map(str, ports))}; ready after a clean audit",
+                     event="healthy", elapsed=round(self.elapsed(), 3))
+        self.on_healthy(self.clock())
+
+    def ports_listening(self, now: float, ports: tuple[int, ...]) -> bool:
+        """Whether the tree listens on every one of `ports` (polled on the probe backoff)."""
+        if not self.wait.due(now):
+            return False
+        try:
+            seen = {lst.port for lst in self.watch.scanner.scan(now, force=True).listeners}
+        except OSError:
+            seen = set()
+        paths = self.plan.facts.get("ready_paths") or ()
+        if set(ports) <= seen and all(os.path.exists(p) for p in paths):
+            return True
+        self.wait.retry(self.clock())
+        return False
+
+    def expire_loading(self) -> None:
         if self.wait.expired(self.clock()) and self.phase == "loading":
+            what = ("GET /health did not return 200" if not self.plan.api.headless else
+                    "the planned ports did not listen")
             self.record(R.NOT_READY_IN_TIME.finding(
-                self.plan.api.url("/health"),
-                f"GET /health did not return 200 within {self.sv.ready_timeout:g} s.",
+                self.plan.api.url("/health"), f"{what} within {self.sv.ready_timeout:g} s.",
             ))
             self.begin_stop("not healthy in time", code=ExitCode.NOT_READY)
+
+    def tick_headless(self, now: float) -> None:
+        """A headless node (--headless, --api-server-count 0) has no API server and so no
+        /health. Its first audit runs before vLLM binds anything, so a clean one would say
+        nothing: it is ready once its engines' internal listeners appeared (they joined the
+        head's process groups, readiness.follower_listeners) and the audit of the tree is
+        clean, within ready_timeout; the continuous audit then covers later listeners."""
+        if self.wait.due(now):
+            if self.sv.audit != "off":
+                if not self.audit(now):
+                    return  # a forbidden listener while loading: stopped (77)
+                seen = self.watch.last.verdicts if self.watch.last else ()
+                found = follower_listeners(self.plan.internal_ip, [v.listener for v in seen])
+            else:
+                try:
+                    seen_off = self.watch.scanner.scan(now).listeners
+                except OSError:
+                    seen_off = []  # cannot look: not ready (fail closed, 75 at the deadline)
+                found = follower_listeners(self.plan.internal_ip, seen_off)
+            if found:
+                where = ", ".join(sorted({lst.endpoint for lst in found})[:4])
+                self.ui.info(f"headless: vLLM's engines listen on {where} after "
+                             f"{self.elapsed():.1f} s; ready after a clean audit",
+                             event="healthy", elapsed=round(self.elapsed(), 3))
+                self.on_healthy(self.clock())
+                return
+            self.wait.retry(self.clock())
+        if self.wait.expired(self.clock()) and self.phase == "loading":
+            self.record(R.NOT_READY_IN_TIME.finding(
+                "headless", f"no listener of vLLM's engines appeared on the internal address "
+                f"within {self.sv.ready_timeout:g} s: the follower did not join the head."))
+            self.begin_stop("not ready in time", code=ExitCode.NOT_READY)
 
     def extend_start(self, now: float) -> None:
         """Under systemd, keep extending the start timeout while vLLM loads."""

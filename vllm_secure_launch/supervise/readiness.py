@@ -15,8 +15,10 @@ import http.client
 import socket
 import ssl
 from dataclasses import dataclass
+from typing import Iterable
 
 from vllm_secure_launch.plan.model import ApiEndpoint
+from vllm_secure_launch.supervise.audit import Listener, canonical_ip, is_loopback
 
 
 @dataclass(frozen=True)
@@ -112,6 +114,21 @@ class ReadyWait:
 
     def expired(self, now: float) -> bool:
         return now >= self.deadline
+
+
+def follower_listeners(internal_ip: str | None, listeners: Iterable[Listener]
+                       ) -> list[Listener]:
+    """What makes a headless follower ready (it has no API server, so no /health): the
+    listeners of vLLM's tree on this node's internal address. A follower's engines open them
+    when they join the head's process groups over the internal network (gloo/NCCL/HCCL pairs
+    listen on the address of GLOO/NCCL/HCCL_SOCKET_IFNAME, which is this address; so do the DP
+    engines' groups), so their presence is what /proc can show of "joined the head", and the
+    audit judges them before READY. A plan without an internal address (an engine-only node
+    on one host) counts its loopback listeners instead."""
+    if internal_ip:
+        want = canonical_ip(internal_ip)
+        return [lst for lst in listeners if canonical_ip(lst.address) == want]
+    return [lst for lst in listeners if is_loopback(lst.address)]
 
 
 def hang_probe_interval(hang_timeout: float) -> float | None:

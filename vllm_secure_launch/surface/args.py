@@ -1,5 +1,6 @@
 """ServeArgs: vLLM's serve arguments after every spelling, --config YAML and dotted key is
-resolved exactly as vLLM 0.32's FlexibleArgumentParser would. Produced by vllm_flags.parse()."""
+resolved exactly as the FlexibleArgumentParser of the vLLM that will run would. Produced by
+surface.flags.parse() with that version's flag table."""
 
 from __future__ import annotations
 
@@ -31,6 +32,12 @@ class ServeArgs:
     config_file: str | None = None
     # parser remarks that become info findings (e.g. "duplicate --port: last one wins")
     notes: tuple[str, ...] = ()
+    # the vLLM surface (minor version, "0.33") whose flag table parsed these arguments: the
+    # planner's to_argv/number/default lookups use the same table (surface/flags.py of())
+    surface: str = "0.32"
+    # (option, value) of every raw token that looks secret-bearing (surface/secrets.py
+    # secret_values): never shown; the planner refuses when such a value reaches argv
+    secret_values: tuple[tuple[str, str], ...] = field(default=(), repr=False)
 
     def has(self, dest: str) -> bool:
         return dest in self.values

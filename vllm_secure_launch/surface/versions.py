@@ -1,19 +1,18 @@
 """Which vLLM surface (flags, environment catalog, routes) describes the vLLM that will run.
 
-Surfaces are data per vLLM minor version (surface/data/vllm_<major>_<minor>_*.json), generated
-from the real packages by scripts/gen-flag-table. A version with its own surface gets it; a
+Surfaces are data per vLLM minor version: the serve flag table
+(surface/data/vllm_<major>_<minor>_serve_flags.py, generated from the real packages by
+scripts/gen-flag-table), the route inventory (surface/routes.py inventory()) and the env catalog
+the rules read. A version with its own surface gets it; a
 newer one gets the nearest older surface, an older one the oldest, each with a finding that
 says so (docs/versions.md: what is still enforced then).
 """
 
 from __future__ import annotations
 
-import os
-
 from vllm_secure_launch.records import record
 
-DATA = os.path.join(os.path.dirname(__file__), "data")
-KNOWN = ("0.32",)  # surfaces shipped, oldest first
+KNOWN = ("0.32", "0.33")  # surfaces shipped, oldest first (docs/versions.md: adding one)
 
 
 @record
@@ -21,10 +20,6 @@ class Choice:
     surface: str  # "0.32"
     exact: bool
     why: str
-
-    @property
-    def flags_file(self) -> str:
-        return os.path.join(DATA, f"vllm_{self.surface.replace('.', '_')}_serve_flags.json")
 
 
 def _minor(version: str) -> tuple[int, int] | None:
