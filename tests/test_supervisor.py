@@ -81,6 +81,8 @@ def test_ready_clean_audit_then_sigterm_exits_with_vllms_code_and_leaves_nothing
     assert "received SIGTERM" in err
     assert ns.has("STOPPING=1")
     assert not [pid for pid in tree if alive(pid)]
+    # The run's private directory (vLLM's RPC sockets, TMPDIR) goes with the run.
+    assert not (tmp_path / "rpc").exists()
     ns.close()
 
 

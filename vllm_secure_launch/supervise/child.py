@@ -62,6 +62,20 @@ def resolve_command(argv: tuple[str, ...], env: Mapping[str, str]) -> str:
     return found
 
 
+def remove_private_dir(path: str) -> None:
+    """Remove the run's private directory once vLLM's tree is gone (best effort: a run
+    directory per start would otherwise pile up under the runtime dir). shutil.rmtree unlinks
+    symlinks inside it (the torch cache link) without following them."""
+    import shutil
+
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return
+    if stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid():
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def make_private_dir(path: str) -> None:
     """Create `path` 0700, owned by us; refuse one that another user owns or a symlink.
 

@@ -47,6 +47,7 @@ from vllm_secure_launch.supervise.child import (
     keeper_path,
     live_descendants,
     make_private_dir,
+    remove_private_dir,
     resolve_command,
 )
 from vllm_secure_launch.supervise.keeper import signal_all
@@ -532,3 +533,5 @@ def run(plan: Plan, ui: UI, environ: Mapping[str, str] | None = None) -> int:
     finally:
         r.leave()
         sigs.restore()
+        if plan.rpc_dir and not live_descendants():
+            remove_private_dir(plan.rpc_dir)  # nothing of vLLM's tree can still use it
