@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from tests.test_advisories import scratch_env
 from tests.test_corpus import _host
 from vllm_secure_launch.addresses import ApiEndpoint
 from vllm_secure_launch.config import policy as policy_mod
@@ -158,17 +158,7 @@ def test_token_file_problems_from_real_files(tmp_path):
 
 # ----------------------------------------------- Ray's version from metadata, never imported
 
-def scratch_env(tmp: Path, dists: dict[str, str]) -> str:
-    site = tmp / "venv" / "lib" / "python3.11" / "site-packages"
-    site.mkdir(parents=True)
-    for name, version in dists.items():
-        info = site / f"{name.replace('-', '_')}-{version}.dist-info"
-        info.mkdir()
-        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
-    (tmp / "venv" / "bin").mkdir()
-    python = tmp / "venv" / "bin" / "python3"
-    python.symlink_to(sys.executable)
-    return str(python)
+# The metadata-only environment of the version tests (scratch_env) serves here too.
 
 
 @pytest.mark.parametrize("ray, fires, absent", [

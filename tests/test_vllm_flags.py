@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import subprocess
 import sys
@@ -18,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.parser_compare import same_value
 from vllm_secure_launch.errors import UsageError
 from vllm_secure_launch.surface import flags as vf
 from vllm_secure_launch.surface.args import ServeArgs
@@ -708,21 +708,7 @@ def _convert_ours(flag: vf.Flag, value: Any) -> Any:
     return value
 
 
-def _same(ours: Any, theirs: Any) -> bool:
-    if isinstance(theirs, dict) and "__dataclass__" in theirs:
-        fields = theirs["__dataclass__"]
-        return isinstance(ours, dict) and all(
-            k in fields and _same(v, fields[k]) for k, v in ours.items())
-    if isinstance(ours, float) and isinstance(theirs, float):
-        return math.isclose(ours, theirs)
-    if isinstance(ours, list) and isinstance(theirs, list):
-        return len(ours) == len(theirs) and all(_same(a, b) for a, b in zip(ours, theirs))
-    if isinstance(ours, str) and isinstance(theirs, (int, float)) and not isinstance(theirs, bool):
-        try:
-            return float(ours) == theirs
-        except ValueError:
-            return False
-    return ours == theirs
+_same = same_value
 
 
 def _vllm_available() -> bool:

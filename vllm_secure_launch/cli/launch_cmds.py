@@ -63,13 +63,19 @@ def plan_text(plan: Plan) -> str:
         ranges = ", ".join(f"{a}-{b}" if a != b else str(a) for a, b in plan.expected.confined_ports)
         lines.append(f"  and the Ray driver's core-worker port on the wildcard in: {ranges}")
     lines += ray_text(plan.facts.get("ray"))
+    lines += firewall_and_findings(plan, "vLLM")
+    return "\n".join(lines)
+
+
+def firewall_and_findings(plan: Plan, what: str) -> list[str]:
+    """The text plan's tail: the firewall mode with the exact ruleset, then the findings."""
     fw = plan.facts.get("firewall") or {}
-    lines.append(f"firewall: {fw.get('mode', 'off')}" + ("" if "ruleset" not in fw else
-                 " (nftables table loaded before vLLM starts):"))
+    lines = [f"firewall: {fw.get('mode', 'off')}" + ("" if "ruleset" not in fw else
+             f" (nftables table loaded before {what} starts):")]
     lines += ["  " + ln for ln in fw.get("ruleset", "").splitlines()]
     lines.append("findings:")
     lines += ["  " + ln for ln in render_text(plan.findings).splitlines()]
-    return "\n".join(lines)
+    return lines
 
 
 def ray_text(ray: Mapping[str, Any] | None) -> list[str]:

@@ -10,10 +10,15 @@ import shlex
 import click
 
 from vllm_secure_launch import __version__
-from vllm_secure_launch.cli.launch_cmds import LauncherOptions, say, show_findings
+from vllm_secure_launch.cli.launch_cmds import (
+    LauncherOptions,
+    firewall_and_findings,
+    say,
+    show_findings,
+)
 from vllm_secure_launch.cli.passthrough import PassThrough
 from vllm_secure_launch.exitcodes import ExitCode
-from vllm_secure_launch.findings import envelope, render_text
+from vllm_secure_launch.findings import envelope
 from vllm_secure_launch.plan.document import plan_body
 from vllm_secure_launch.plan.model import Plan
 
@@ -42,12 +47,7 @@ def plan_text(plan: Plan) -> str:
     ips = ", ".join(exp.internal_ips) or "none"
     lines.append(f"expected listeners: internal (any port): {ips}; loopback; wildcard only on "
                  f"kernel-confined ports: {confined}")
-    fw = plan.facts.get("firewall") or {}
-    lines.append(f"firewall: {fw.get('mode', 'off')}" + ("" if "ruleset" not in fw else
-                 " (nftables table loaded before Ray starts):"))
-    lines += ["  " + ln for ln in fw.get("ruleset", "").splitlines()]
-    lines.append("findings:")
-    lines += ["  " + ln for ln in render_text(plan.findings).splitlines()]
+    lines += firewall_and_findings(plan, "Ray")
     return "\n".join(lines)
 
 
