@@ -136,7 +136,7 @@ def vllm_args(i: int) -> list[str]:
 
 
 def plan_env(i: int) -> dict[str, str]:
-    """What the launcher's planner sets on node i (planner._network_env + the guard)."""
+    """What the launcher's planner sets on node i (planner.network_env + the guard)."""
     return {"VLLM_HOST_IP": PRIV[i], "GLOO_SOCKET_IFNAME": f"vsltse{i}",
             "NCCL_SOCKET_IFNAME": f"=vsltse{i}", "TP_SOCKET_IFNAME": f"vsltse{i}",
             "VSL_TCPSTORE_ALLOWED": f"{PRIV[i]},127.0.0.1,::1"}

@@ -92,7 +92,7 @@ def _child_values(ctx: Context, internal: InternalNet | None, gate: bool) -> dic
     return values
 
 
-def _network_env(internal: InternalNet, accelerator: str) -> dict[str, str]:
+def network_env(internal: InternalNet, accelerator: str) -> dict[str, str]:
     env = {
         "VLLM_HOST_IP": internal.ip,
         "GLOO_SOCKET_IFNAME": internal.iface,
@@ -106,7 +106,7 @@ def _network_env(internal: InternalNet, accelerator: str) -> dict[str, str]:
     return env
 
 
-def _guard_allowed(internal: InternalNet | None, policy: Policy) -> tuple[str, ...]:
+def guard_allowed(internal: InternalNet | None, policy: Policy) -> tuple[str, ...]:
     allowed: list[str] = []
     if internal is not None:
         allowed.append(internal.ip)
@@ -159,7 +159,7 @@ def _child_env(ctx: Context, internal: InternalNet | None, rpc_dir: str,
             os.path.dirname(set_["TORCHINDUCTOR_CACHE_DIR"] if "TORCHINDUCTOR_CACHE_DIR" in set_
                             else inductor_cache(environ, rpc_dir)), "outlines")
     if internal is not None:
-        set_.update(_network_env(internal, ctx.accelerator))
+        set_.update(network_env(internal, ctx.accelerator))
     # Ray backend: vLLM's driver joins the named cluster with token auth (issue 14). Ray's
     # workers run under the raylets' environment, which `ray start` gives its own allowed set.
     ray_env = ray_serve_rules.child_env(ctx)
@@ -167,7 +167,7 @@ def _child_env(ctx: Context, internal: InternalNet | None, rpc_dir: str,
     # Derived per job (cluster/derive.py: HCCL's host ports), never over an exported value.
     set_.update({k: v for k, v in (extra_env or {}).items() if k not in environ})
     if policy.tcpstore_guard:
-        set_["VSL_TCPSTORE_ALLOWED"] = ",".join(_guard_allowed(internal, policy))
+        set_["VSL_TCPSTORE_ALLOWED"] = ",".join(guard_allowed(internal, policy))
     if ctx.key.value is not None and ctx.key.problem is None:
         set_["VLLM_API_KEY"] = ctx.key.value
     hf = ctx.args.get("hf_token")
@@ -233,7 +233,7 @@ def build_plan(
         argv = tuple("<redacted>" if tok in stray or tok in written
                      or any(v in tok for v in known) else tok for tok in argv)
     api = api_endpoint(ctx)
-    internal_ips = tuple(ip for ip in _guard_allowed(internal, policy))
+    internal_ips = tuple(ip for ip in guard_allowed(internal, policy))
     expected = ExpectedListeners(api=api, internal_ips=internal_ips,
                                  allow_loopback=policy.allow_loopback,
                                  port_ranges=hccl.expected_ranges(env)

@@ -27,7 +27,7 @@ from vllm_secure_launch.cluster import derive
 from vllm_secure_launch.config.policy import Policy
 from vllm_secure_launch.findings import Finding, apply_waivers, blocking
 from vllm_secure_launch.host.facts import HostFacts
-from vllm_secure_launch.plan.build import _network_env
+from vllm_secure_launch.plan.build import guard_allowed, network_env
 from vllm_secure_launch.plan.model import ExpectedListeners, Plan, Supervision
 from vllm_secure_launch.rules import cluster_rules
 from vllm_secure_launch.rules import ray_start_rules as R
@@ -160,14 +160,12 @@ def _env(ctx: R.RayContext, token: str, policy: Policy) -> dict[str, str]:
     if ctx.internal is not None:
         # Ray's workers inherit the node's environment: vLLM, gloo, NCCL and TensorPipe in them
         # pick the internal interface exactly as under `serve` (plan/build.py).
-        env.update(_network_env(ctx.internal, "cpu"))
+        env.update(network_env(ctx.internal, policy.accelerator))
     for opt, port in R.final_ports(ctx).items():
         if not opt.startswith("--"):
             env[opt] = str(port)
     if policy.tcpstore_guard and ctx.internal is not None:
-        ips = [ctx.internal.ip] + [ip for ip in ("127.0.0.1", "::1")
-                                   if ip != ctx.internal.ip and policy.allow_loopback]
-        env[ENV_GUARD] = ",".join(ips)
+        env[ENV_GUARD] = ",".join(guard_allowed(ctx.internal, policy))
     return env
 
 
