@@ -7,7 +7,10 @@ row:
                        model, medians, order B W B W B W                        target <= 1.02
 
 A first, uncounted `serve` warms the guard's self-test cache (guard/cache.py), as any second
-start in the same environment finds it. Starts a real vLLM six or seven times: minutes.
+start in the same environment finds it. Both sides run from compiled bytecode, as installed
+programs do (a PYTHONDONTWRITEBYTECODE environment is dropped, as benchmarks/common.py does).
+Starts a real vLLM seven times: minutes. Where the time goes, phase by phase, is in
+docs/benchmarks.md ("Where the start-up gap went").
 """
 
 from __future__ import annotations
@@ -48,6 +51,15 @@ def _serve(tmp: str, cache_dir: str) -> float:
 
 def run() -> list[dict[str, Any]]:
     rounds = int(os.environ.get("VSL_BENCH_SERVE_ROUNDS", "3"))
+    dont_write = os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    try:
+        return _rounds(rounds)
+    finally:
+        if dont_write is not None:
+            os.environ["PYTHONDONTWRITEBYTECODE"] = dont_write
+
+
+def _rounds(rounds: int) -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory(prefix="vslserve-bench-") as tmp:
         cache_dir = os.path.join(tmp, "cache")
         warm = _serve(tmp, cache_dir)  # fills the self-test cache; not counted

@@ -22,7 +22,7 @@ from vllm_secure_launch.supervise.audit import AuditResult, Listener, Verdict, c
 from vllm_secure_launch.supervise.audit_watch import Memory, api_elsewhere, downgrade
 from vllm_secure_launch.supervise.child import Child, exit_code, is_zombie
 from vllm_secure_launch.supervise.pump import TAIL_LINES, Pump
-from vllm_secure_launch.supervise.readiness import Backoff, HealthWatch, ReadyWait
+from vllm_secure_launch.supervise.readiness import HINTED, Backoff, HealthWatch, ReadyWait
 from vllm_secure_launch.supervise.stop import Stopper
 from vllm_secure_launch.supervise.ui import UI
 
@@ -225,6 +225,35 @@ def test_ready_wait_backs_off_from_when_the_probe_returned():
         w.retry(2.0)
     assert w.next_probe == pytest.approx(2.3)  # capped
     assert not w.expired(9.9) and w.expired(10.0)
+
+
+def test_pump_notes_a_readiness_hint_once_and_only_in_a_complete_line():
+    pump = Pump(_Sink())
+    assert not pump.take_hint()
+    pump.keep(2, b"(APIServer pid=7) INFO loading weights\nINFO:     Application startup")
+    assert not pump.take_hint()  # the line is not complete yet
+    pump.keep(2, b" complete.\n")
+    assert pump.take_hint() and not pump.take_hint()  # taken once
+    pump.keep(1, b"(APIServer pid=7) INFO [api_server.py:1] Starting vLLM server on http://x\n")
+    assert pump.take_hint()
+
+
+def test_a_readiness_hint_makes_the_next_probe_due_now_then_on_short_steps():
+    """After vLLM says its API server is about to answer, /health is probed at once and then
+    every ~10 ms (growing to the same cap), not a whole 200 ms step later."""
+    w = ReadyWait(API, deadline=100.0, next_probe=0.05)
+    for _ in range(10):
+        w.retry(5.0)
+    assert w.next_probe == pytest.approx(5.2) and not w.due(5.01)
+    w.hint(5.01)
+    assert w.due(5.01) and w.attempt == 0 and w.backoff == HINTED
+    w.retry(5.02)
+    assert w.next_probe == pytest.approx(5.02 + 0.015)
+    for _ in range(20):
+        w.retry(6.0)
+    assert w.next_probe == pytest.approx(6.0 + HINTED.cap)  # the cap is unchanged
+    w.hint(7.0)
+    assert w.next_probe == pytest.approx(6.2)  # a hint never makes a probe later
 
 
 def test_health_watch_without_watchdog_never_probes():

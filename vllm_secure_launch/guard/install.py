@@ -377,31 +377,56 @@ def interpreter_of(argv: Sequence[str]) -> tuple[str | None, tuple[str, ...]]:
     return None, ()
 
 
-def torch_origin(python: str, env: Mapping[str, str], extra_args: Sequence[str] = (),
-                 timeout: float = 60.0) -> str:
-    """Where `python` (with the child's environment and options) finds torch/__init__.py,
-    without importing torch or running the hook (a few tens of ms); "" when not found."""
+def start_torch_origin(python: str, env: Mapping[str, str], extra_args: Sequence[str] = ()
+                       ) -> subprocess.Popen[str] | None:
+    """Start the look-up torch_origin() makes, without waiting for it (None: cannot run), so
+    that it overlaps the site-packages look-up of ensure_installed(): two interpreter starts
+    one after the other were ~40 ms of every `serve`'s start."""
     code = ("import importlib.util as u; s = u.find_spec('torch'); "
             "print(s.origin if s and s.origin else '')")
     clean = {k: v for k, v in env.items() if k not in (ENV_ALLOWED, ENV_ALLOWED_FILE)}
     try:
-        out = subprocess.run([python, *extra_args, "-c", code], env=clean, capture_output=True,
-                             text=True, timeout=timeout, check=False, stdin=subprocess.DEVNULL)
+        return subprocess.Popen([python, *extra_args, "-c", code], env=clean, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                stdin=subprocess.DEVNULL)
     except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def finish_torch_origin(proc: subprocess.Popen[str] | None, timeout: float = 60.0) -> str:
+    """The answer of a start_torch_origin() look-up ("" when not found or it failed); never
+    leaves the child running."""
+    if proc is None:
         return ""
-    lines = out.stdout.strip().splitlines()
-    return lines[-1] if out.returncode == 0 and lines else ""
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except (OSError, subprocess.SubprocessError):
+        proc.kill()
+        proc.wait()
+        return ""
+    lines = (out or "").strip().splitlines()
+    return lines[-1] if proc.returncode == 0 and lines else ""
+
+
+def torch_origin(python: str, env: Mapping[str, str], extra_args: Sequence[str] = (),
+                 timeout: float = 60.0) -> str:
+    """Where `python` (with the child's environment and options) finds torch/__init__.py,
+    without importing torch or running the hook (a few tens of ms); "" when not found."""
+    return finish_torch_origin(start_torch_origin(python, env, extra_args), timeout)
 
 
 def cached_self_test(
     python: str, env: Mapping[str, str], installed: InstallResult, *, cache_dir: str | None,
-    timeout: float = 180.0, extra_args: Sequence[str] = (),
+    timeout: float = 180.0, extra_args: Sequence[str] = (), torch_init: str | None = None,
 ) -> SelfTestResult:
     """self_test(), reused while nothing it depends on changed (guard/cache.py says what).
-    `cache_dir` None: no cache. A reused pass has detail {"cached": True}."""
+    `cache_dir` None: no cache. A reused pass has detail {"cached": True}. `torch_init`: the
+    torch_origin() answer when the caller already has it (None: look it up here)."""
     from vllm_secure_launch.guard import cache
 
-    entry = cache.key(python, extra_args, env, torch_origin(python, env, extra_args),
+    if cache_dir and torch_init is None:
+        torch_init = torch_origin(python, env, extra_args)
+    entry = cache.key(python, extra_args, env, torch_init or "",
                       (installed.module_path, installed.pth_path), _SELFTEST_CODE,
                       ENV_ALLOWED_FILE) if cache_dir else None
     if cache_dir and entry:
@@ -447,17 +472,23 @@ def prepare(plan: object, *, timeout: float = 180.0, cache_dir: str | None = "")
             "console script with a python #! line",
         ))
         return findings
+    repeat = any(f.rule_id in ("VSL352", "VSL354") for f in findings)  # a test repeats them
+    if cache_dir == "":
+        from vllm_secure_launch.guard import cache
+
+        cache_dir = cache.default_dir(os.environ)
+    # The cache key's torch look-up runs while ensure_installed() asks for site-packages.
+    pending = start_torch_origin(python, env, opts) if cache_dir and not repeat else None
     try:
         installed = ensure_installed(python)
     except GuardInstallError as exc:
         findings.append(guard_rules.install_finding(exc))
         return findings
-    if any(f.rule_id in ("VSL352", "VSL354") for f in findings):
-        return findings  # the self-test could only repeat these
-    if cache_dir == "":
-        from vllm_secure_launch.guard import cache
-
-        cache_dir = cache.default_dir(os.environ)
+    finally:
+        torch_init = finish_torch_origin(pending) if pending is not None else None
+    if repeat:
+        return findings
     findings += guard_rules.self_test_findings(cached_self_test(
-        python, env, installed, cache_dir=cache_dir, timeout=timeout, extra_args=opts))
+        python, env, installed, cache_dir=cache_dir, timeout=timeout, extra_args=opts,
+        torch_init=torch_init))
     return findings

@@ -167,6 +167,8 @@ class _Run:
                 elif self.pump.forward(fd) == "eof":
                     poller.unregister(fd)
                     self.pump.close(fd)
+            if self.pump.take_hint() and self.phase == "loading":
+                self.wait.hint(self.clock())  # probe /health now, not at the next step
         self.pump.drain()
         return self.exit_code()
 

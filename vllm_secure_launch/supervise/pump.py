@@ -3,6 +3,10 @@ last lines to explain an early exit.
 
 The pipes are non-blocking; the loop polls them and calls `forward` for each readable one, so
 a chatty vLLM never stalls the loop and a silent one never blocks it.
+
+It also notes when a line says that vLLM's API server is about to answer (READY_HINTS): the
+loop then probes /health at once instead of at the next backoff step. A hint only moves a
+probe earlier; readiness is still GET /health == 200 and a clean audit.
 """
 
 from __future__ import annotations
@@ -16,6 +20,9 @@ from vllm_secure_launch.supervise.ui import UI
 TAIL_LINES = 30
 PARTIAL_MAX = 4096  # bytes of an unfinished line kept for the tail (a line without end)
 Outcome = Literal["data", "again", "eof"]
+# vLLM 0.32/0.33 `entrypoints/openai/api_server.py` logs "Starting vLLM server on …" just before
+# uvicorn starts; uvicorn logs "Application startup complete." right before it listen()s.
+READY_HINTS = (b"Starting vLLM server on", b"Application startup complete")
 
 
 class Pump:
@@ -26,6 +33,7 @@ class Pump:
         self.fds: dict[int, int] = {}
         self.partial: dict[int, bytes] = {}
         self.tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
+        self.hinted = False  # a READY_HINTS line was seen since take_hint() last looked
         for fd, target in pipes:
             self.add(fd, target)
 
@@ -54,6 +62,13 @@ class Pump:
         self.partial[fd] = rest[-PARTIAL_MAX:]
         for ln in lines:
             self.tail.append(ln.decode(errors="replace").rstrip("\r"))
+            if any(h in ln for h in READY_HINTS):
+                self.hinted = True
+
+    def take_hint(self) -> bool:
+        """Whether a line said the API server is about to answer (once per such line)."""
+        hinted, self.hinted = self.hinted, False
+        return hinted
 
     def close(self, fd: int) -> None:
         os.close(fd)

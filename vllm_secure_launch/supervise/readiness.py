@@ -45,6 +45,10 @@ class Backoff:
         return min(self.cap, self.initial * (self.factor ** min(attempt, 64)))
 
 
+# After a readiness hint (pump.READY_HINTS): 10, 15, 22, 34, 51 ms … up to the same cap.
+HINTED = Backoff(initial=0.01)
+
+
 class _UnixHTTPConnection(http.client.HTTPConnection):
     def __init__(self, path: str, timeout: float):
         super().__init__("localhost", timeout=timeout)
@@ -111,6 +115,14 @@ class ReadyWait:
         """The probe failed: schedule the next one from `now` (after the probe returned)."""
         self.attempt += 1
         self.next_probe = now + self.backoff.delay(self.attempt)
+
+    def hint(self, now: float) -> None:
+        """vLLM said its API server is about to answer: probe now, then on HINTED steps (its
+        socket listens a few ms after the line), so /health 200 is seen within ~10 ms and not
+        up to a whole backoff step (200 ms) late."""
+        self.backoff = HINTED
+        self.attempt = 0
+        self.next_probe = min(self.next_probe, now)
 
     def expired(self, now: float) -> bool:
         return now >= self.deadline
