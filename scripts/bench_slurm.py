@@ -73,7 +73,20 @@ class Watch:
         return hits[n - 1] if len(hits) >= n else None
 
 
+def idle(cluster, timeout: float = 60) -> None:
+    """Wait until every node is idle again (the last job's epilog done), so that each job,
+    of either side, starts from the same state; sbatch -> step start otherwise varied 0.6-3 s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        r = sc.sh("sinfo", "-h", "-N", "-o", "%T", check=False, env=cluster.env())
+        states = r.stdout.split()
+        if states and all(st == "idle" for st in states):
+            return
+        time.sleep(0.2)
+
+
 def timed(cluster, script: str, name: str, audit: bool, verbose: bool) -> float:
+    idle(cluster)
     t0 = time.monotonic()
     job = T.Job(cluster, script, name)
     poller = subprocess.Popen(["nsenter", f"--net=/run/netns/{cluster.netns(1)}",
