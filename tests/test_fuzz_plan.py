@@ -447,6 +447,7 @@ def _cli_samples() -> list[tuple[list[str], dict[str, str]]]:
     return out[:40]
 
 
+@pytest.mark.integration  # forty launcher CLI child processes
 def test_cli_end_to_end_sample():
     base = {k: v for k, v in os.environ.items() if not k.startswith(("VLLM_", "VSL_", "HF_"))}
     base["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
