@@ -171,6 +171,19 @@ def test_version_order_and_specifiers_agree_with_packaging(a, b, op):
         va, prereleases=True)
 
 
+@settings(max_examples=500, derandomize=True, deadline=None)
+@given(version_text)
+def test_normal_form_fast_path_reads_as_the_full_grammar(text):
+    assert adv._normal_form(text) == adv._full_grammar(text, text)
+
+
+@pytest.mark.parametrize("text", ["v1.0", "1!2.0", "1.0.RC1", "1.0rc", "1.0-1", "1.0.a1",
+                                  "1.0-post1", "1.0a", "1.0.dev", "1.0_rc1"])
+def test_other_spellings_take_the_full_grammar(text):
+    assert adv._normal_form(text) is None
+    assert adv.parse_version(text) == adv._full_grammar(text, text)
+
+
 def test_index_is_current():
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "gen-advisories"), "--check"],
                           capture_output=True, text=True)
