@@ -156,7 +156,9 @@ version_text = st.builds(
     st.sampled_from(["", ".dev0", ".dev3"]))
 
 
-@settings(max_examples=1500, derandomize=True, deadline=None)
+# VSL_FUZZ_SCALE scales the budget as in tests/test_fuzz_plan.py (1, the full suite: 1500).
+@settings(max_examples=max(1, int(1500 * float(os.environ.get("VSL_FUZZ_SCALE", "1")))),
+          derandomize=True, deadline=None)
 @given(version_text, version_text, st.sampled_from(["<", "<=", ">", ">=", "==", "!="]))
 def test_version_order_and_specifiers_agree_with_packaging(a, b, op):
     from packaging.specifiers import SpecifierSet
@@ -167,6 +169,19 @@ def test_version_order_and_specifiers_agree_with_packaging(a, b, op):
     assert (adv.version_key(a) == adv.version_key(b)) is (va == vb)
     assert adv.specifier_contains(f"{op}{b}", a) is SpecifierSet(f"{op}{b}").contains(
         va, prereleases=True)
+
+
+@settings(max_examples=500, derandomize=True, deadline=None)
+@given(version_text)
+def test_normal_form_fast_path_reads_as_the_full_grammar(text):
+    assert adv._normal_form(text) == adv._full_grammar(text, text)
+
+
+@pytest.mark.parametrize("text", ["v1.0", "1!2.0", "1.0.RC1", "1.0rc", "1.0-1", "1.0.a1",
+                                  "1.0-post1", "1.0a", "1.0.dev", "1.0_rc1"])
+def test_other_spellings_take_the_full_grammar(text):
+    assert adv._normal_form(text) is None
+    assert adv.parse_version(text) == adv._full_grammar(text, text)
 
 
 def test_index_is_current():

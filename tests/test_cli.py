@@ -10,6 +10,9 @@ import sys
 
 import pytest
 
+# Not in the fast lane: the launcher CLI as a child process.
+pytestmark = pytest.mark.integration
+
 KEY = "cli-test-key-123"
 
 

@@ -11,6 +11,9 @@ from pathlib import Path
 
 import pytest
 
+# Not in the fast lane: the launcher CLI as a child process.
+pytestmark = pytest.mark.integration
+
 ROOT = str(Path(__file__).resolve().parents[1])
 
 

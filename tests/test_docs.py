@@ -176,6 +176,7 @@ def test_exit_code_page_lists_every_exit_code():
 @pytest.mark.skipif(importlib.util.find_spec("mkdocs") is None
                     or importlib.util.find_spec("material") is None,
                     reason="mkdocs-material is not installed (pip install '.[docs]'); CI runs it")
+@pytest.mark.integration  # a real `mkdocs build` of the whole site
 def test_mkdocs_build_strict_passes(tmp_path):
     r = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict",
                         "-f", str(ROOT / "mkdocs.yml"), "-d", str(tmp_path / "site")],

@@ -22,6 +22,9 @@ import pytest
 
 from tests.fakes.hosts import ascend_dev, ascend_root, make_dev, make_dist, npu_smi_bin
 
+# Not in the fast lane: the launcher CLI and `serve` as child processes.
+pytestmark = pytest.mark.integration
+
 ROOT = Path(__file__).resolve().parents[1]
 RUNNER = ROOT / "tests" / "support" / "fake_host_cli.py"
 KEY = "sk-dry-run-equals-serve-0123456789"

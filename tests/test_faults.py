@@ -46,6 +46,9 @@ from tests.support.supervised import (
 )
 from vllm_secure_launch.supervise.readiness import HealthWatch, Probe, hang_probe_interval
 
+# Not in the fast lane: real child processes (fake vLLM; real vLLM under e2e), waited on.
+pytestmark = pytest.mark.integration
+
 KEY = "vslsv-faults-key-51ab7e"
 TINY_ENV = {"HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_NO_USAGE_STATS": "1",
             "DO_NOT_TRACK": "1"}

@@ -22,6 +22,9 @@ from vllm_secure_launch.addresses import ApiEndpoint
 from vllm_secure_launch.firewall import nginx as N
 from vllm_secure_launch.surface.gate_table import parse_config
 
+# Not in the fast lane: a real nginx (and `nginx -t`) in front of a stand-in upstream.
+pytestmark = pytest.mark.integration
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KEY = "abcdefabcdefabcdefabcdef12345678"
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx")

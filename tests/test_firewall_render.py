@@ -12,6 +12,9 @@ import sys
 
 import pytest
 
+# Not in the fast lane: the launcher CLI as a child, real nft and systemd-analyze.
+pytestmark = pytest.mark.integration
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KEY = "abcdefabcdefabcdefabcdef12345678"
 # docs/firewall.md, "Exposure score": the rendered unit's score, offline model / hub downloads.

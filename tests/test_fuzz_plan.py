@@ -17,6 +17,7 @@ facts are fixed (tests/test_planner.py's host()), because the planner takes them
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -86,6 +87,16 @@ WORDS = st.sampled_from(["", "0", "1", "-1", "8000", "65536", "nan", "inf", "1e3
                          '{"a":' * 50 + "1" + "}" * 50, "é", "—"])
 
 
+# Strategies over the flag table are built once, not per draw: hypothesis caches sampled_from by
+# its arguments, but the cache key hashes every element (hundreds of Flag records) on each call,
+# which was most of these tests' time. Same strategies, so the same examples.
+ANY_FLAG = st.sampled_from(FLAGS)
+JSON_FLAG = st.sampled_from([f for f in FLAGS if f.json] or FLAGS)
+SHORT_STRINGS = st.sampled_from([s for s in TABLE.by_string
+                                 if s.startswith("-") and not s.startswith("--")])
+WORD_OR_TEXT = st.one_of(WORDS, TEXT)
+
+
 def _valid_values(flag: vllm_flags.Flag) -> st.SearchStrategy[str]:
     if flag.choices:
         return st.sampled_from([str(c) for c in flag.choices])
@@ -102,11 +113,22 @@ def _valid_values(flag: vllm_flags.Flag) -> st.SearchStrategy[str]:
 
 @st.composite
 def flag_value(draw: st.DrawFn) -> tuple[vllm_flags.Flag, str | None]:
-    flag = draw(st.sampled_from(FLAGS))
+    flag = draw(ANY_FLAG)
     count = vllm_flags._flag_arg_count(flag)
     if count == 0:
         return flag, None
-    return flag, draw(st.one_of(_valid_values(flag), WORDS, TEXT))
+    return flag, draw(_value_strategy(flag))
+
+
+_VALUES: dict[int, st.SearchStrategy[str]] = {}
+
+
+def _value_strategy(flag: vllm_flags.Flag) -> st.SearchStrategy[str]:
+    """one_of(valid values, WORDS, TEXT) for a flag, built once (keyed by identity: FLAGS
+    holds each record once, and hashing a record is what was slow)."""
+    if id(flag) not in _VALUES:
+        _VALUES[id(flag)] = st.one_of(_valid_values(flag), WORDS, TEXT)
+    return _VALUES[id(flag)]
 
 
 def _spell(draw: st.DrawFn, s: str) -> str:
@@ -126,18 +148,17 @@ def option_tokens(draw: st.DrawFn) -> list[str]:
     kind = draw(st.sampled_from(["known"] * 6 + ["unknown", "secret", "dotted", "short"]))
     if kind == "unknown":
         name = "--" + draw(st.text(alphabet="abcdefghijklmnop-_.", min_size=1, max_size=14))
-        return [name, *draw(st.lists(st.one_of(WORDS, TEXT), max_size=2))]
+        return [name, *draw(st.lists(WORD_OR_TEXT, max_size=2))]
     if kind == "secret":
         name = draw(st.sampled_from(["--api-keyy", "--apikey", "--api_key2", "--auth-token",
                                      "--db_password", "--hf-tokn", "--x.secret"]))
         return [name + "=" + MARKER] if draw(st.booleans()) else [name, MARKER]
     if kind == "dotted":
-        flag = draw(st.sampled_from([f for f in FLAGS if f.json] or FLAGS))
+        flag = draw(JSON_FLAG)
         key = draw(st.text(alphabet="abcdefghijk_+.", min_size=1, max_size=8))
-        return [f"{flag.long}.{key}", draw(st.one_of(WORDS, TEXT))]
+        return [f"{flag.long}.{key}", draw(WORD_OR_TEXT)]
     if kind == "short":
-        shorts = [s for s in TABLE.by_string if s.startswith("-") and not s.startswith("--")]
-        s = draw(st.sampled_from(shorts))
+        s = draw(SHORT_STRINGS)
         return [s + draw(st.sampled_from(["", "1", "fp8", "3"]))]
     flag, value = draw(flag_value())
     s = _spell(draw, draw(st.sampled_from(flag.strings)))
@@ -330,8 +351,11 @@ def test_secret_marker_never_in_output(argv, secret, where):
 _SCALAR = [f for f in FLAGS if vllm_flags._flag_arg_count(f) == 1 and f.kind == "store"
            and f.dest not in ("model", "config")]
 _BOOLS = [f for f in FLAGS if f.kind in ("store_true", "boolean_optional")]
+SCALAR_FLAG = st.sampled_from(_SCALAR)  # built once, as ANY_FLAG
+BOOL_FLAG = st.sampled_from(_BOOLS)
 
 
+@functools.cache  # a pure function of s, asked for the same flags many times
 def unique_prefixes(s: str) -> list[str]:
     """The abbreviations of s that argparse resolves to s alone (3.11: any other option string
     starting with the prefix makes it ambiguous)."""
@@ -351,13 +375,13 @@ def settings_lists(draw: st.DrawFn) -> list[tuple[vllm_flags.Flag, str | bool]]:
     chosen: dict[str, tuple[vllm_flags.Flag, str | bool]] = {}
     for _ in range(draw(st.integers(1, 4))):
         if draw(st.integers(0, 3)):
-            flag = draw(st.sampled_from(_SCALAR))
+            flag = draw(SCALAR_FLAG)
             value = draw(st.one_of(_valid_values(flag), st.sampled_from(
                 ["0.0.0.0", "127.0.0.1", "10.0.0.5", "0", "8001", "auto", '{"a": 1}', "x"])))
             assume(not value.startswith("-"))
             chosen[flag.dest] = (flag, value)
         else:
-            flag = draw(st.sampled_from(_BOOLS))
+            flag = draw(BOOL_FLAG)
             chosen[flag.dest] = (flag, True if flag.kind == "store_true" else draw(st.booleans()))
     return list(chosen.values())
 
@@ -423,6 +447,7 @@ def _cli_samples() -> list[tuple[list[str], dict[str, str]]]:
     return out[:40]
 
 
+@pytest.mark.integration  # forty launcher CLI child processes
 def test_cli_end_to_end_sample():
     base = {k: v for k, v in os.environ.items() if not k.startswith(("VLLM_", "VSL_", "HF_"))}
     base["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])

@@ -53,24 +53,28 @@ def test_nul_in_path():
         read_text("a\0b")
 
 
+@pytest.mark.integration  # the launcher CLI as a child
 @pytest.mark.parametrize("kind", ["fifo", "dir", "zero", "latin1"])
 def test_policy_special_file_is_a_usage_error(specials, kind):
     r = cli("--policy", specials[kind], "check", "m")
     assert r.returncode == 2 and "policy file" in r.stderr and "Traceback" not in r.stderr
 
 
+@pytest.mark.integration  # the launcher CLI as a child
 @pytest.mark.parametrize("kind", ["fifo", "dir", "zero", "latin1"])
 def test_config_special_file_is_a_usage_error(specials, kind):
     r = cli("check", "--config", specials[kind])
     assert r.returncode == 2 and "--config" in r.stderr and "Traceback" not in r.stderr
 
 
+@pytest.mark.integration  # the launcher CLI as a child
 @pytest.mark.parametrize("kind", ["fifo", "dir", "zero"])
 def test_key_file_special_file_refuses(specials, kind):
     r = cli("--api-key-file", specials[kind], "check", "m")
     assert r.returncode == 78 and "VSL202" in r.stdout
 
 
+@pytest.mark.integration  # the launcher CLI as a child
 def test_deep_nesting_is_a_usage_error(tmp_path):
     deep = "[" * 50000 + "]" * 50000
     (tmp_path / "deep.yaml").write_text("model: m\nx: " + deep + "\n")

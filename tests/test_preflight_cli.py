@@ -15,6 +15,9 @@ from pathlib import Path
 
 import pytest
 
+# Not in the fast lane: the launcher CLI as a child process.
+pytestmark = pytest.mark.integration
+
 ROOT = Path(__file__).resolve().parents[1]
 
 try:  # the engine auto must find: it lives in the test interpreter (the project venv)

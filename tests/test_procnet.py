@@ -9,6 +9,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from vllm_secure_launch.supervise import listeners as procnet
 
 TCP4 = """  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
@@ -43,6 +45,7 @@ def test_parse_udp_unconnected_bound_only():
     assert [(s.address, s.port) for s in got] == [("0.0.0.0", 5353)]
 
 
+@pytest.mark.integration  # a real two-level child tree, watched for a second
 def test_scanner_maps_a_real_tree_and_caches(tmp_path):
     code = ("import socket,time,os\n"
             "a=socket.socket(); a.bind(('127.0.0.1',18300)); a.listen()\n"
@@ -56,6 +59,8 @@ def test_scanner_maps_a_real_tree_and_caches(tmp_path):
                              env={**os.environ, "LATE": "0.5"})
     try:
         while not (tmp_path / "up").exists():
+            # the child stops at once if a fixed port is taken (another run): say so, never hang
+            assert outer.poll() is None, "the listening child exited early (ports 18300-18302 busy?)"
             time.sleep(0.02)
         sc = procnet.TreeScanner(outer.pid)
         obs = sc.scan(time.monotonic())

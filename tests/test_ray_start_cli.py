@@ -9,6 +9,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from vllm_secure_launch.addresses import ApiEndpoint
 from vllm_secure_launch.plan.model import ExpectedListeners
 from vllm_secure_launch.supervise.audit import Listener, judge
@@ -33,6 +35,7 @@ def dry(tmp_path, *ray_args: str, extra: tuple[str, ...] = (), env: dict | None 
                            *ray_args], capture_output=True, text=True, env=full, timeout=60)
 
 
+@pytest.mark.integration  # the launcher CLI as a child
 def test_dry_run_prints_the_exact_command_and_no_token(tmp_path):
     r = dry(tmp_path, "--head")
     out = r.stdout + r.stderr
@@ -45,11 +48,13 @@ def test_dry_run_prints_the_exact_command_and_no_token(tmp_path):
         assert "VSL715" in r.stdout
 
 
+@pytest.mark.integration  # the launcher CLI as a child
 def test_dry_run_refuses_a_public_dashboard_with_78(tmp_path):
     r = dry(tmp_path, "--head", "--include-dashboard", "true", "--dashboard-host", "0.0.0.0")
     assert r.returncode == 78 and "VSL705" in r.stdout
 
 
+@pytest.mark.integration  # the launcher CLI as a child
 def test_dry_run_json_has_the_ray_section(tmp_path):
     r = dry(tmp_path, "--address", "127.0.0.1:6379", extra=("--format", "json"))
     doc = json.loads(r.stdout.rsplit("MODULES", 1)[0])

@@ -39,7 +39,12 @@ def test_readme_names_the_set_up_commands_and_the_fast_lane():
     text = _text()
     assert "scripts/demo" in text
     assert "scripts/test" in text and "scripts/test" in (ROOT / ".ci" / "run").read_text()
-    assert 'scripts/test -m "not e2e and not netns"' in text
+    assert "scripts/test --fast" in text
+    # what --fast runs, and the markers it leaves out, named in the README
+    lane = '-m "not e2e and not netns and not integration"'
+    assert lane in text and lane in (ROOT / "scripts" / "test").read_text()
+    for marker in ("`e2e`", "`netns`", "`integration`"):
+        assert marker in text
 
 
 def test_readme_install_section_names_pip_and_every_extra():

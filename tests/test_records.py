@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from typing import ClassVar  # at module level: where dataclasses looks a string annotation up
 
 import pytest
 
@@ -101,3 +102,53 @@ def test_own_methods_and_post_init_are_kept():
     assert repr(S(1)) == "mine"
     with pytest.raises(ValueError):
         S(-1)
+
+
+def test_field_collection_matches_dataclass():
+    """The fields records collects itself: ClassVars skipped, bases first, Field defaults
+    replaced on the class, and the definition errors dataclass raises."""
+    @record
+    class Base:
+        a: int
+        n: ClassVar[int] = 3
+
+    @record
+    class Sub(Base):
+        b: str = "x"
+        c: list[int] = field(default_factory=list)
+
+    @dataclass(frozen=True)
+    class Base2:
+        a: int
+        n: ClassVar[int] = 3
+
+    @dataclass(frozen=True)
+    class Sub2(Base2):
+        b: str = "x"
+        c: list[int] = field(default_factory=list)
+
+    def shape(cls):
+        return [(f.name, f.type, f.default, f.default_factory, f.init, f.repr, f.compare,
+                 f.hash, f.kw_only, dict(f.metadata), f._field_type)
+                for f in dataclasses.fields(cls)]
+
+    assert shape(Sub) == shape(Sub2)
+    assert Sub.__match_args__ == Sub2.__match_args__ == ("a", "b", "c")
+    assert Sub.b == Sub2.b == "x" and not hasattr(Sub, "c") and not hasattr(Sub2, "c")
+    assert Sub(1) == Sub(1, "x", []) and Sub.n == 3 and dataclasses.asdict(Sub(1)) == {
+        "a": 1, "b": "x", "c": []}
+
+    @dataclass(frozen=True)
+    class Frozen(Sub):  # a frozen dataclass may extend a record, as it may a frozen dataclass
+        d: int = 0
+
+    assert Frozen(1, d=2).d == 2
+    with pytest.raises(TypeError, match="non-default argument 'b' follows default argument"):
+        @record
+        class Bad:
+            a: int = 0
+            b: int
+    with pytest.raises(ValueError, match="mutable default"):
+        @record
+        class Mutable:
+            a: list[int] = []  # noqa: RUF008

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import functools
 import pathlib
 import re
 
@@ -56,6 +57,13 @@ def _production_modules() -> dict[str, ast.Module]:
             for p in PACKAGE.rglob("*.py")}
 
 
+@functools.cache  # per node: the check asks about every rule, and walking is what costs
+def _names(node: ast.AST) -> frozenset[str]:
+    """Every Name id and Attribute attr at or below `node`."""
+    return frozenset(n.id if isinstance(n, ast.Name) else n.attr for n in ast.walk(node)
+                     if isinstance(n, (ast.Name, ast.Attribute)))
+
+
 def _emitters(trees: dict[str, ast.Module], rule_var: str) -> tuple[set[str], bool]:
     """(names of production functions that use `rule_var`, used at module level outside the
     RULES tuple) over all production modules."""
@@ -63,10 +71,7 @@ def _emitters(trees: dict[str, ast.Module], rule_var: str) -> tuple[set[str], bo
     module_level = False
     for tree in trees.values():
         for node in tree.body:
-            uses = any(isinstance(n, (ast.Name, ast.Attribute)) and
-                       (getattr(n, "id", None) == rule_var or getattr(n, "attr", None) == rule_var)
-                       for n in ast.walk(node))
-            if not uses:
+            if rule_var not in _names(node):
                 continue
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 funcs.add(node.name)
@@ -82,15 +87,9 @@ def _emitters(trees: dict[str, ast.Module], rule_var: str) -> tuple[set[str], bo
 
 
 def _called_in_production(trees: dict[str, ast.Module], func: str) -> bool:
-    """`func` is referenced (called, or listed as a check) somewhere other than its own def."""
-    for tree in trees.values():
-        for node in ast.walk(tree):
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == func:
-                continue
-            if (isinstance(node, ast.Name) and node.id == func) or (
-                    isinstance(node, ast.Attribute) and node.attr == func):
-                return True
-    return False
+    """`func` is referenced (called, or listed as a check) somewhere other than its own def
+    (a def's name is not a Name node, so its own def never counts)."""
+    return any(func in _names(tree) for tree in trees.values())
 
 
 def test_every_rule_fires_somewhere_in_production_code():

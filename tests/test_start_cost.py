@@ -9,6 +9,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 NOT_ON_THE_DRY_RUN_PATH = ("vllm_secure_launch.gate.middleware", "_hashlib", "hashlib", "hmac",
                            "tempfile", "logging", "getpass", "encodings.idna", "pathlib")
 
@@ -32,6 +34,7 @@ sys.stderr.write('\\nMODS=' + json.dumps(sorted(sys.modules)) + '\\nBIGGEST_JSON
 """
 
 
+@pytest.mark.integration  # a child interpreter
 def test_dry_run_loads_nothing_it_does_not_need():
     r = subprocess.run([sys.executable, "-c", CODE], capture_output=True, text=True, timeout=60,
                        env={"PATH": "/usr/bin:/bin", "VLLM_API_KEY": "k",

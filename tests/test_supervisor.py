@@ -32,6 +32,9 @@ from tests.support.supervised import (
     write_plan,
 )
 
+# Not in the fast lane: real child processes (tests/support/fake_vllm.py), waited on.
+pytestmark = pytest.mark.integration
+
 PY = sys.executable
 
 

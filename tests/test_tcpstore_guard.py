@@ -106,6 +106,7 @@ def test_bind_listener_binds_exactly_and_ipv6_only():
         s6.close()
 
 
+@pytest.mark.integration  # builds torch's own error type: imports torch (seconds)
 def test_bind_listener_keeps_torchs_eaddrinuse_text():
     s = tg.bind_listener(socket.AF_INET, "127.0.0.1", 0)
     try:

@@ -20,9 +20,11 @@ import pytest
 from tests._guard_venv import SCENARIOS, clean_env, make_venv, run_py
 from vllm_secure_launch.guard import install as gi
 
-pytestmark = pytest.mark.skipif(
-    importlib.util.find_spec("torch") is None, reason="torch is not installed in this venv"
-)
+pytestmark = [
+    pytest.mark.skipif(importlib.util.find_spec("torch") is None,
+                       reason="torch is not installed in this venv"),
+    pytest.mark.integration,  # child interpreters importing torch: not in the fast lane
+]
 
 GUARD = {"VSL_TCPSTORE_ALLOWED": "127.0.0.1"}
 

@@ -717,6 +717,7 @@ def _vllm_available() -> bool:
         [VENV_PYTHON, "-c", probe], check=False, capture_output=True).returncode == 0
 
 
+@pytest.mark.integration  # a child interpreter importing vLLM's own parser
 @pytest.mark.skipif(not _vllm_available(), reason=f"no vLLM at {VENV_PYTHON} (VSL_VLLM_PYTHON)")
 def test_parse_matches_vllm_real_parser(tmp_path):
     (tmp_path / "diff.yaml").write_text(DIFF_YAML)

@@ -91,6 +91,10 @@ def ray_cluster(plan: Plan, args: ServeArgs, policy: Policy, python: str) -> Pla
 def cluster_amend(args: ServeArgs, environ: Mapping[str, str], policy: Policy, facts: Any,
                   platform: str
                   ) -> tuple[ServeArgs, tuple[Finding, ...], Mapping[str, str]]:
+    from vllm_secure_launch import cluster
+
+    if not cluster.applies(environ, policy):
+        return args, (), {}
     from vllm_secure_launch.cluster import derive, lookup
 
     head = derive.head_to_resolve(environ, policy, platform)

@@ -67,7 +67,7 @@ def npu_smi_bin(bin_dir: Path, scenario: str) -> Path:
     wrapper = bin_dir / "npu-smi"
     wrapper.write_text(
         "#!/bin/sh\n"
-        f"NPU_SMI_STATE='{state}' exec '{sys.executable}' '{FAKES / 'npu-smi'}' \"$@\"\n")
+        f"NPU_SMI_STATE='{state}' exec '{sys.executable}' -S '{FAKES / 'npu-smi'}' \"$@\"\n")
     wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
     Path(f"{state}.scenario").write_text(scenario)
     return bin_dir

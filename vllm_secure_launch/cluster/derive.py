@@ -24,6 +24,7 @@ from dataclasses import field, replace
 from typing import Any, Mapping
 
 from vllm_secure_launch.addresses import IfAddr, InternalNet, ResolveError, resolve_internal
+from vllm_secure_launch.cluster import in_slurm
 from vllm_secure_launch.cluster.hostlist import HostlistError, expand, tasks_per_node
 from vllm_secure_launch.config.policy import Policy
 from vllm_secure_launch.findings import Finding
@@ -109,10 +110,6 @@ def devices_per_node(environ: Mapping[str, str], accelerator: str) -> int | None
     name = "ASCEND_RT_VISIBLE_DEVICES" if accelerator == "ascend" else "CUDA_VISIBLE_DEVICES"
     listed = [d for d in environ.get(name, "").split(",") if d.strip()]
     return len(listed) or None
-
-
-def in_slurm(environ: Mapping[str, str]) -> bool:
-    return bool(environ.get("SLURM_JOB_ID"))
 
 
 def read_allocation(environ: Mapping[str, str], policy: Policy,

@@ -1,26 +1,27 @@
 """This host's interface addresses from one rtnetlink dump (Linux; standard library only).
 
 What getifaddrs(3) (and so psutil.net_if_addrs) reports, read the way glibc reads it: every
-link by name (RTM_GETLINK), then every IPv4/IPv6 address (RTM_GETADDR) with its prefix length;
-an IPv4 address is named by its label (`eth0:1`) when it has one, and is IFA_LOCAL when the
-kernel gives both (IFA_ADDRESS is then the peer of a point-to-point link). Why not psutil here:
-importing it costs more than the whole dry run may add over the click+psutil floor (issue 9);
-psutil remains the fallback where netlink is unavailable. Returns None then.
+link by name (if_nameindex(3): glibc's own RTM_GETLINK dump), then every IPv4/IPv6 address
+(RTM_GETADDR) with its prefix length; an IPv4 address is named by its label (`eth0:1`) when it
+has one, and is IFA_LOCAL when the kernel gives both (IFA_ADDRESS is then the peer of a
+point-to-point link). Why not psutil here: importing it costs more than the whole dry run may
+add over the click+psutil floor (issue 9); psutil remains the fallback where netlink is
+unavailable. Returns None then.
 """
 
 from __future__ import annotations
 
+# `_socket` is the C module behind `socket`: importing `socket` itself builds its IntEnum
+# classes, ~5 ms of every start (issue 9); the raw calls and constants are all that is needed.
+import _socket as socket
 import os
-import socket
 import struct
 
-RTM_GETLINK, RTM_NEWLINK, RTM_GETADDR, RTM_NEWADDR = 18, 16, 22, 20
+RTM_GETADDR, RTM_NEWADDR = 22, 20
 NLM_F_REQUEST, NLM_F_DUMP = 0x1, 0x300
 NLMSG_ERROR, NLMSG_DONE = 2, 3
-IFLA_IFNAME = 3
 IFA_ADDRESS, IFA_LOCAL, IFA_LABEL = 1, 2, 3
 NLMSG_HDR = struct.Struct("=IHHII")  # len, type, flags, seq, pid
-IFINFOMSG = struct.Struct("=BxHiII")  # family, type, index, flags, change
 IFADDRMSG = struct.Struct("=BBBBI")  # family, prefixlen, flags, scope, index
 RTATTR = struct.Struct("=HH")
 
@@ -71,24 +72,20 @@ def read() -> dict[str, list[tuple[int, str, int]]] | None:
     if not hasattr(socket, "AF_NETLINK"):
         return None
     try:
-        with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0) as sock:  # NETLINK_ROUTE
+        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)  # NETLINK_ROUTE
+        try:
             sock.settimeout(2.0)
             sock.bind((0, 0))
             seq = os.getpid() & 0xFFFF
-            links = _dump(sock, RTM_GETLINK, IFINFOMSG.pack(0, 0, 0, 0, 0), seq)
             addrs = _dump(sock, RTM_GETADDR, IFADDRMSG.pack(0, 0, 0, 0, 0), seq + 1)
+        finally:
+            sock.close()
+        # Every link by index: if_nameindex(3), glibc's own RTM_GETLINK dump, read in C (a
+        # link message carries ~50 attributes; parsing them here cost ~3 M instructions).
+        names = dict(socket.if_nameindex())
     except OSError:
         return None
-    names: dict[int, str] = {}
-    out: dict[str, list[tuple[int, str, int]]] = {}
-    for mtype, msg in links:
-        if mtype != RTM_NEWLINK or len(msg) < IFINFOMSG.size:
-            continue
-        index = IFINFOMSG.unpack_from(msg)[2]
-        raw_name = _attrs(msg, IFINFOMSG.size, len(msg)).get(IFLA_IFNAME)
-        if raw_name is not None:
-            names[index] = _name(raw_name)
-            out.setdefault(names[index], [])
+    out: dict[str, list[tuple[int, str, int]]] = {name: [] for name in names.values()}
     for mtype, msg in addrs:
         if mtype != RTM_NEWADDR or len(msg) < IFADDRMSG.size:
             continue

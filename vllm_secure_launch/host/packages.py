@@ -9,10 +9,8 @@ site-packages`), which is how venvs, conda environments and system Pythons lay t
 
 from __future__ import annotations
 
-import glob
 import os
 import re
-import shutil
 import sys
 from typing import Iterable, Mapping, Sequence
 
@@ -28,16 +26,32 @@ def normalize(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
+_LISTED: dict[str, list[str]] = {}
+
+
+def listdir(d: str) -> list[str]:
+    """os.listdir, read once per process for a directory of the launcher's own sys.path: a
+    start reads it twice (the vLLM distribution, the accelerator's engine). Raises OSError."""
+    if d in _LISTED:
+        return _LISTED[d]
+    entries = os.listdir(d or ".")
+    if d and d in sys.path:  # not "" (the working directory, which may change)
+        _LISTED[d] = entries
+    return entries
+
+
 def scan(dirs: Iterable[str]) -> dict[str, str]:
     """name -> version of the watched distributions found in `dirs` (first one wins, as on
     sys.path)."""
     found: dict[str, str] = {}
     for d in dirs:
         try:
-            entries = os.listdir(d)
+            entries = listdir(d)
         except OSError:
             continue
         for entry in entries:
+            if not entry.endswith("-info"):  # most entries are packages, not metadata
+                continue
             m = _INFO.match(entry)
             if m is None:
                 continue
@@ -47,14 +61,22 @@ def scan(dirs: Iterable[str]) -> dict[str, str]:
     return found
 
 
+def _which(name: str) -> str | None:
+    if os.path.isabs(name):  # the planner's own command: no PATH search (nor shutil's imports)
+        return name if os.path.isfile(name) and os.access(name, os.X_OK) else None
+    import shutil
+
+    return shutil.which(name)
+
+
 def interpreter_for(command: Sequence[str]) -> str | None:
     """The Python that runs `command` (None: not a Python command we can tell)."""
     if not command:
         return sys.executable
     first = command[0]
     if re.fullmatch(r"python(\d+(\.\d+)?)?", os.path.basename(first)):
-        return shutil.which(first) or first
-    path = shutil.which(first) or first
+        return _which(first) or first
+    path = _which(first) or first
     try:
         with open(path, "rb") as fh:
             line = fh.readline(512)
@@ -64,15 +86,20 @@ def interpreter_for(command: Sequence[str]) -> str | None:
         return None
     parts = line[2:].decode("utf-8", "replace").split()
     if parts and os.path.basename(parts[0]) == "env" and len(parts) > 1:
-        return shutil.which(parts[1])
+        return _which(parts[1])
     return parts[0] if parts else None
 
 
 def site_dirs(python: str) -> list[str]:
     if python == sys.executable:
         return [p for p in sys.path if p and os.path.isdir(p)]
-    prefix = os.path.dirname(os.path.dirname(python))
-    return sorted(glob.glob(os.path.join(prefix, "lib", "python3*", "site-packages")))
+    lib = os.path.join(os.path.dirname(os.path.dirname(python)), "lib")
+    try:
+        versions = sorted(n for n in os.listdir(lib) if n.startswith("python3"))
+    except OSError:
+        return []
+    return [d for d in (os.path.join(lib, v, "site-packages") for v in versions)
+            if os.path.isdir(d)]
 
 
 def installed(command: Sequence[str]) -> tuple[dict[str, str], str]:

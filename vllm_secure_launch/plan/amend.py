@@ -9,7 +9,7 @@ function alone decides what of that reaches the child.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any, Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from vllm_secure_launch.config.policy import Policy
 from vllm_secure_launch.findings import Finding, apply_waivers, blocking
@@ -24,15 +24,18 @@ SEARCH_PATHS = ("LD_LIBRARY_PATH", "PATH", "PYTHONPATH")
 NORMALISED = ("CUDA_VISIBLE_DEVICES",)
 
 
-class PreflightFacts(Protocol):
-    """What amend reads of a preflight report (preflight.report.PreflightReport)."""
+if TYPE_CHECKING:  # a typing.Protocol class costs ~1 ms to build at import (issue 9)
+    from typing import Protocol
 
-    findings: tuple[Finding, ...]
-    env_updates: Mapping[str, str]
-    vllm_command: tuple[str, ...] | None
-    unsupported_flags: tuple[str, ...]
+    class PreflightFacts(Protocol):
+        """What amend reads of a preflight report (preflight.report.PreflightReport)."""
 
-    def to_dict(self) -> dict[str, Any]: ...
+        findings: tuple[Finding, ...]
+        env_updates: Mapping[str, str]
+        vllm_command: tuple[str, ...] | None
+        unsupported_flags: tuple[str, ...]
+
+        def to_dict(self) -> dict[str, Any]: ...
 
 
 def with_preflight(plan: Plan, report: PreflightFacts, policy: Policy) -> Plan:

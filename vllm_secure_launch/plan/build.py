@@ -174,8 +174,6 @@ def _child_env(ctx: Context, internal: InternalNet | None, rpc_dir: str,
     if isinstance(hf, str) and hf:  # a bare --hf-token (True) means "the cached HF login"
         set_["HF_TOKEN"] = hf
     set_.update(gate_env)
-    # Extra gate keys (VSL_GATE_KEY_*) the policy names: passed on from the launcher's env.
-    set_.update(gate_config.key_env(policy.gate_policy, environ))
     env.update(set_)
     # The Ray variables are shown even when inherited unchanged: they say which cluster vLLM
     # joins with which token file (the dry run must show both).
@@ -196,13 +194,17 @@ def build_plan(
     extra_env: Mapping[str, str] | None = None,
 ) -> Plan:
     """Raises errors.PolicyFileError for an invalid [gate] section (a usage error)."""
-    gate = gate_config.parse_policy(policy.gate_policy).enabled
+    # The [gate] section, validated once for the route inventory of the vLLM that will run.
+    gate_settings = gate_config.parse_policy(policy.gate_policy, args.surface)
+    gate = gate_settings.enabled
     ctx = build_context(args, environ, policy, host, accelerator, gate=gate)
     internal = ctx.internal
     rpc_dir = rpc_dir_for(host)
     # The gate's defaults come from the route inventory of the vLLM that will run.
-    env, env_set, env_removed = _child_env(
-        ctx, internal, rpc_dir, gate_config.child_env(policy.gate_policy, args.surface), extra_env)
+    # The extra gate keys (VSL_GATE_KEY_*) the policy names come from the launcher's env.
+    gate_env = {**gate_config.child_env(gate_settings),
+                **gate_config.key_env(gate_settings, environ)}
+    env, env_set, env_removed = _child_env(ctx, internal, rpc_dir, gate_env, extra_env)
     # VSL355: the operator's own VSL_TCPSTORE_* are dropped above; the plan sets the guard.
     inherited = guard_rules.check_inherited(environ) if policy.tcpstore_guard else []
     child_args = replace(args, values=_child_values(ctx, internal, gate), config_file=None)
@@ -215,7 +217,7 @@ def build_plan(
     leak_findings = [SECRET_LIKE_UNKNOWN.finding(
         name, f"{name} looks like it carries a key or token and its value would reach vLLM's "
         "command line: its value is not shown") for name in leaks]
-    found = [*evaluate(ctx), *gate_config.findings(policy.gate_policy, env, args.surface),
+    found = [*evaluate(ctx), *gate_config.findings(gate_settings, env, args.surface),
              *inherited, *leak_findings, *extra_findings]
     findings = apply_waivers(found, policy.waivers)
     decision = "refuse" if blocking(findings) else "start"
@@ -244,7 +246,7 @@ def build_plan(
         hang_timeout=policy.hang_timeout, log_format=policy.log_format,
         report_path=policy.report or None,
     )
-    secret_names = SECRET_NAMES | gate_config.secret_env_names(policy.gate_policy)
+    secret_names = SECRET_NAMES | gate_config.secret_env_names(gate_settings)
     # A *_PATH variable names a file (RAY_AUTH_TOKEN_PATH): the path is shown, the file is not.
     secret = frozenset(n for n in env_set if n in secret_names or (
         ("KEY" in n or "TOKEN" in n) and not n.endswith("_PATH")))

@@ -94,6 +94,13 @@ def parse_policy(section: Mapping[str, Any] | None,
     return GateSettings(enabled, config, table)
 
 
+def settings_of(gate: GateSettings | Mapping[str, Any] | None,
+                surface: str = routes.DEFAULT_SURFACE) -> GateSettings:
+    """The settings as given (the planner parses the [gate] section once per plan), or the
+    [gate] section parsed now."""
+    return gate if isinstance(gate, GateSettings) else parse_policy(gate, surface)
+
+
 def _plain(value: Any) -> Any:
     """TOML tables/arrays as plain JSON-able dicts/lists (tomllib returns plain types, but a
     Mapping from elsewhere might not be a dict)."""
@@ -104,46 +111,46 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def child_env(gate_policy: Mapping[str, Any] | None,
+def child_env(gate_policy: GateSettings | Mapping[str, Any] | None,
               surface: str = routes.DEFAULT_SURFACE) -> dict[str, str]:
     """Variables the planner sets in vLLM's environment for the gate (none secret); the config
     names the vLLM surface whose route inventory gives the gate its defaults.
 
     The keys themselves are not here: VLLM_API_KEY (and any VSL_GATE_KEY_* the policy names)
     stay where the planner already puts secrets, and must be listed in Plan.secret_env."""
-    settings = parse_policy(gate_policy, surface)
+    settings = settings_of(gate_policy, surface)
     if not settings.enabled:
         return {}
     return {CONFIG_ENV: json.dumps(settings.config, separators=(",", ":"), sort_keys=True)}
 
 
-def key_env(gate_policy: Mapping[str, Any] | None,
+def key_env(gate_policy: GateSettings | Mapping[str, Any] | None,
             environ: Mapping[str, str]) -> dict[str, str]:
     """The extra key variables (VSL_GATE_KEY_*) the policy names, copied from the launcher's
     environment for the child (secret values: list them in Plan.secret_env). VLLM_API_KEY is
     not here; the planner sets it from its chosen key source."""
-    settings = parse_policy(gate_policy)
+    settings = settings_of(gate_policy)
     if not settings.enabled:
         return {}
     return {n: environ[n] for n in sorted(settings.key_envs - {DEFAULT_KEY_ENV})
             if environ.get(n)}
 
 
-def middleware_args(gate_policy: Mapping[str, Any] | None) -> tuple[str, ...]:
+def middleware_args(gate_policy: GateSettings | Mapping[str, Any] | None) -> tuple[str, ...]:
     """What to append to vLLM's argv: LAST, so the gate is the outermost middleware (Starlette
     puts the last add_middleware outermost)."""
-    return MIDDLEWARE_ARGS if parse_policy(gate_policy).enabled else ()
+    return MIDDLEWARE_ARGS if settings_of(gate_policy).enabled else ()
 
 
-def secret_env_names(gate_policy: Mapping[str, Any] | None) -> frozenset[str]:
-    settings = parse_policy(gate_policy)
+def secret_env_names(gate_policy: GateSettings | Mapping[str, Any] | None) -> frozenset[str]:
+    settings = settings_of(gate_policy)
     return settings.key_envs | {DEFAULT_KEY_ENV} if settings.enabled else frozenset()
 
 
-def findings(gate_policy: Mapping[str, Any] | None, environ: Mapping[str, str],
+def findings(gate_policy: GateSettings | Mapping[str, Any] | None, environ: Mapping[str, str],
              surface: str = routes.DEFAULT_SURFACE) -> list[Finding]:
     """Gate findings for the plan: missing keys, disabled gate, risky additions."""
-    settings = parse_policy(gate_policy, surface)
+    settings = settings_of(gate_policy, surface)
     out: list[Finding] = []
     if not settings.enabled:
         out.append(gate_rules.GATE_DISABLED.finding(

@@ -11,8 +11,9 @@ from __future__ import annotations
 import os
 import re
 import sys
-from typing import Mapping
+from typing import Mapping, Sequence
 
+from vllm_secure_launch.host import packages
 from vllm_secure_launch.host.view import HostView
 from vllm_secure_launch.records import record
 
@@ -50,23 +51,30 @@ def installed_engines(host: HostView) -> dict[str, str]:
     email-parser imports cost more than the whole check). First match on the path wins, as for
     imports.
     """
-    wanted = {_normalise(n): n for n in ENGINES}
+    return _engines_in(host.dist_paths if host.dist_paths is not None else sys.path)
+
+
+_WANTED = {name.replace("-", "_"): name for name in ENGINES}
+
+
+def _engines_in(paths: Sequence[str]) -> dict[str, str]:
     found: dict[str, str] = {}
-    paths = host.dist_paths if host.dist_paths is not None else sys.path
     for entry in paths:
         try:
-            names = os.listdir(entry or ".")
+            names = packages.listdir(entry)  # sys.path's directories: read once per process
         except OSError:  # zip files, missing dirs: nothing installed there for us
             continue
         for name in names:
+            if not name.endswith("-info"):
+                continue
             stem, dot, suffix = name.rpartition(".")
             if suffix not in ("dist-info", "egg-info") or not dot:
                 continue
             dist, _, version = stem.partition("-")
-            engine = wanted.get(_normalise(dist))
+            engine = _WANTED.get(_normalise(dist))
             if engine is not None and engine not in found:
                 found[engine] = version.partition("-")[0] or "unknown"
-        if len(found) == len(wanted):
+        if len(found) == len(_WANTED):
             break
     return {n: found[n] for n in ENGINES if n in found}
 

@@ -33,6 +33,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
+from vllm_secure_launch import startup
 from vllm_secure_launch.errors import LauncherError
 from vllm_secure_launch.exitcodes import ExitCode
 from vllm_secure_launch.findings import Finding
@@ -519,6 +520,7 @@ def run(plan: Plan, ui: UI, environ: Mapping[str, str] | None = None) -> int:
     """
     if plan.refused:
         return int(ExitCode.REFUSED)
+    startup.resume()  # supervising is long-running: collect garbage again (startup.py)
     r = _Run(plan, ui, os.environ if environ is None else environ)
     r.t0 = r.clock()
     # Orphans of vLLM's tree are re-parented to us, not to init: we can still find and kill them.

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from vllm_secure_launch.surface import routes as _routes
 
@@ -41,16 +40,16 @@ class GateConfigError(ValueError):
     key and never holds a secret."""
 
 
-@dataclass(frozen=True)
-class RouteRule:
+# NamedTuples, not frozen dataclasses: built on every start, and a dataclass compiles its
+# methods at import (issue 9).
+class RouteRule(NamedTuple):
     path: str  # exact path or template with {param} segments
     methods: frozenset[str]
     public: bool
     key_envs: tuple[str, ...] = (DEFAULT_KEY_ENV,)
 
 
-@dataclass(frozen=True)
-class GateTable:
+class GateTable(NamedTuple):
     rules: tuple[RouteRule, ...]
     surface: str = _routes.DEFAULT_SURFACE  # the vLLM whose route inventory the defaults are
 
