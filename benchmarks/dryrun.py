@@ -24,7 +24,7 @@ def launcher_command() -> list[str]:
     script = Path(sys.executable).with_name("vllm-secure-launch")
     if script.is_file() and os.access(script, os.X_OK):
         return [str(script)]
-    return [PYTHON, "-m", "vllm_secure_launch.cli.main"]
+    return [PYTHON, "-m", "vllm_secure_launch.cli.console"]
 
 
 def run() -> list[dict]:

@@ -143,6 +143,13 @@ def test_field_collection_matches_dataclass():
         d: int = 0
 
     assert Frozen(1, d=2).d == 2
+
+    @record
+    class OnDataclass(Base2):  # a dataclass base's ClassVar is not a field of the record
+        b: str = "x"
+
+    assert [f.name for f in dataclasses.fields(OnDataclass)] == ["a", "b"]
+    assert OnDataclass(1) == OnDataclass(1, "x") and OnDataclass.n == 3
     with pytest.raises(TypeError, match="non-default argument 'b' follows default argument"):
         @record
         class Bad:

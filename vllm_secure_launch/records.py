@@ -114,8 +114,9 @@ def _collect(cls: type[Any]) -> dict[str, dataclasses.Field[Any]]:
     class costs at import (issue 9). Fields are real dataclasses.Field objects, so fields(),
     replace() and asdict() read them as their own."""
     found: dict[str, dataclasses.Field[Any]] = {}
-    for base in cls.__mro__[-1:0:-1]:
-        found.update(base.__dict__.get("__dataclass_fields__", {}))
+    for base in cls.__mro__[-1:0:-1]:  # a dataclass base also lists its ClassVars: not fields
+        found.update((n, f) for n, f in base.__dict__.get("__dataclass_fields__", {}).items()
+                     if f._field_type is _FIELD)
     for name, annotation in cls.__dict__.get("__annotations__", {}).items():
         if _is_classvar(annotation):
             continue

@@ -16,3 +16,7 @@ def main() -> None:
         run()
     finally:
         startup.before_exit()
+
+
+if __name__ == "__main__":  # `python -m vllm_secure_launch.cli.console`, as the script runs
+    main()
