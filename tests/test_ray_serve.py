@@ -262,3 +262,14 @@ def test_split_hostport():
     assert L.split_hostport("10.0.0.1:6379") == ("10.0.0.1", 6379)
     assert L.split_hostport("ray://[fd00::1]:10001") == ("fd00::1", 10001)
     assert L.split_hostport("10.0.0.1") == ("10.0.0.1", None)
+
+
+@pytest.mark.parametrize("version,ok", [
+    ("2.60.0", True), ("2.52.0", True), ("2.52", True), ("2.52.0rc1", True), ("3.0", True),
+    ("2.51.9", False), ("2.9.3", False), ("garbage", False), ("", False),
+])
+def test_token_auth_version_shared_by_serve_and_ray_start(version, ok):
+    """One answer to 'has this Ray token auth?' for VSL727 and `ray start`'s own check."""
+    from vllm_secure_launch.rules.ray_serve_rules import has_token_auth
+
+    assert has_token_auth(version) is ok

@@ -12,8 +12,6 @@ rules/ray_live_rules.py from what preflight/ray_cluster.py observes.
 
 from __future__ import annotations
 
-import re
-
 from vllm_secure_launch.findings import Finding, Severity
 from vllm_secure_launch.rules.context import Context
 from vllm_secure_launch.rules.registry import Rule
@@ -90,9 +88,15 @@ def ray_address(ctx: Context) -> str:
     return ctx.environ.get("RAY_ADDRESS", "").strip()
 
 
-def parse_version(text: str) -> tuple[int, ...] | None:
-    m = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", text)
-    return tuple(int(g) for g in m.groups() if g is not None) if m else None
+def has_token_auth(ray_version: str) -> bool:
+    """Ray `ray_version` has token authentication (2.52 or newer, its pre-releases included);
+    False for a version that cannot be read (fail closed). Also `ray start`'s check."""
+    from vllm_secure_launch.surface.advisories import parse_version
+
+    try:
+        return parse_version(ray_version.split("+", 1)[0]).release >= TOKEN_AUTH_SINCE
+    except ValueError:
+        return False
 
 
 def check_serving(ctx: Context) -> list[Finding]:
@@ -154,8 +158,7 @@ def _installed(ctx: Context) -> list[Finding]:
     if version is None:
         return [NOT_INSTALLED.finding("ray", f"no ray distribution in the environment of "
                                       f"{ctx.host.packages_source}")]
-    parsed = parse_version(version)
-    if parsed is None or parsed < TOKEN_AUTH_SINCE:
+    if not has_token_auth(version):
         return [PRE_TOKEN.finding("ray", f"ray {version} is installed; token authentication "
                                   "exists since Ray 2.52.0")]
     return []

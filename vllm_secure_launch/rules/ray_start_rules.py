@@ -14,11 +14,11 @@ from vllm_secure_launch.addresses import LOOPBACK, InternalNet, ResolveError, cl
 from vllm_secure_launch.config.policy import Policy
 from vllm_secure_launch.findings import Finding, Severity
 from vllm_secure_launch.records import record
+from vllm_secure_launch.rules.ray_serve_rules import has_token_auth
 from vllm_secure_launch.rules.registry import Rule
 from vllm_secure_launch.surface import ray_start as S
 
 TOKEN_MIN = 32  # characters; Ray's own generator writes 64 hex digits (token_hex(32))
-TOKEN_SINCE = (2, 52)  # first Ray release with RAY_AUTH_MODE=token
 
 HARDENED = Rule(
     "VSL700", "Ray node hardened: internal address, pinned ports, token auth", Severity.INFO,
@@ -147,19 +147,11 @@ class RayContext:
     extra: tuple[Finding, ...] = field(default=())
 
 
-def _version_tuple(text: str) -> tuple[int, ...]:
-    out = []
-    for part in text.split(".")[:3]:
-        digits = "".join(ch for ch in part if ch.isdigit())
-        out.append(int(digits) if digits else 0)
-    return tuple(out)
-
-
 def check_ray(ctx: RayContext) -> list[Finding]:
     if ctx.ray_version is None:
         return [NO_RAY.finding("ray", "the `ray` package is not installed in the launcher's "
                                "environment")]
-    if _version_tuple(ctx.ray_version) < TOKEN_SINCE:
+    if not has_token_auth(ctx.ray_version):
         return [NO_RAY.finding("ray", f"ray {ctx.ray_version} has no token authentication "
                                "(RAY_AUTH_MODE=token needs 2.52 or newer)")]
     return []
