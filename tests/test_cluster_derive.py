@@ -350,3 +350,15 @@ def test_hccl_port_spec_parser(text, spec):
     from vllm_secure_launch.plan.hccl import parse_port_spec
 
     assert parse_port_spec(text) == spec
+
+
+def test_non_ascii_digits_are_values_not_crashes():
+    """str.isdigit() accepts "²", which int() refuses: the numbers the operator or Slurm sets
+    are read as ASCII decimals, so such a value is malformed (or hashed), never a crash."""
+    from vllm_secure_launch.plan.hccl import expected_ranges, parse_port_spec
+    from vllm_secure_launch.rules.ray_live_rules import split_hostport
+
+    assert parse_port_spec("²-3") is None and parse_port_spec("60000-6000²") is None
+    assert expected_ranges({"HCCL_IF_BASE_PORT": "²"}) == ()
+    assert D.job_ports("²") is not None and D.hccl_ports("²")
+    assert split_hostport("10.0.0.1:²")[1] is None

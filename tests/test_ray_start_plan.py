@@ -152,6 +152,18 @@ def test_token_value_never_in_the_plan(tmp_path):
     assert all(k != "RAY_AUTH_TOKEN" for k in plan.env_set)
 
 
+@pytest.mark.parametrize("argv", [["--head", "--redis-password", "hunter2"],
+                                  ["--head", "--redis-password=hunter2"],
+                                  ["--head", "--redis-username=hunter2"]])
+def test_a_secret_option_is_refused_and_never_shown(argv, tmp_path):
+    """A password on `ray start`'s command line is readable by every local user: refused
+    (VSL712) before its value is read, and neither the plan nor its document holds it."""
+    plan = plan_for(argv, tmp=tmp_path)
+    assert plan.decision == "refuse"
+    assert "VSL712" in {f.rule_id for f in plan.findings if f.blocking}
+    assert "hunter2" not in repr(plan)
+
+
 def test_parser_reads_both_spellings_and_refuses_a_missing_value():
     a = S.parse(["--port=1", "--num-cpus", "2", "--block"])
     assert a.options == (("--port", "1"), ("--num-cpus", "2"), ("--block", None))

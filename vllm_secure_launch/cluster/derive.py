@@ -73,12 +73,16 @@ class Derived:
     env: Mapping[str, str] = field(default_factory=dict)  # child variables derived (HCCL ports)
 
 
+def _job_number(job_id: str) -> int:
+    """A Slurm job ID as a number (its CRC for a non-numeric one, e.g. a het-job "123+0")."""
+    return int(job_id) if job_id.isascii() and job_id.isdigit() else zlib.crc32(job_id.encode())
+
+
 def job_ports(job_id: str | None) -> tuple[int, int] | None:
     """(master port, DP rpc port) for a job ID; None outside a job (vLLM's defaults apply)."""
     if not job_id:
         return None
-    n = int(job_id) if job_id.isdigit() else zlib.crc32(job_id.encode())
-    base = PORT_BASE + 2 * (n % PORT_SLOTS)
+    base = PORT_BASE + 2 * (_job_number(job_id) % PORT_SLOTS)
     return base, base + 1
 
 
@@ -87,8 +91,7 @@ def hccl_ports(job_id: str | None) -> dict[str, str]:
     (HCCL's defaults apply)."""
     if not job_id:
         return {}
-    n = int(job_id) if job_id.isdigit() else zlib.crc32(job_id.encode())
-    base = HCCL_BASE + HCCL_STRIDE * (n % HCCL_SLOTS)
+    base = HCCL_BASE + HCCL_STRIDE * (_job_number(job_id) % HCCL_SLOTS)
     first = base + BASE_PORT_SPAN
     return {"HCCL_IF_BASE_PORT": str(base),
             "HCCL_HOST_SOCKET_PORT_RANGE": f"{first}-{first + HOST_RANGE_SIZE - 1}"}

@@ -26,6 +26,11 @@ HOST_RANGE_SIZE = 16  # >= HCCL processes per NPU, with room (one per NPU is the
 NAMES = ("HCCL_IF_BASE_PORT", "HCCL_HOST_SOCKET_PORT_RANGE")
 
 
+def _decimal(text: str) -> bool:
+    # str.isdigit() alone accepts "²", which int() then refuses (a crash, not a finding)
+    return text.isascii() and text.isdigit()
+
+
 def parse_port_spec(text: str) -> tuple[tuple[int, int], ...] | None:
     """"60000-60050,60100" -> ((60000, 60050), (60100, 60100)); "auto" -> (); None when
     malformed (then nothing is expected and HCCL itself rejects the value)."""
@@ -35,7 +40,7 @@ def parse_port_spec(text: str) -> tuple[tuple[int, int], ...] | None:
     out = []
     for part in text.split(","):
         lo, sep, hi = part.strip().partition("-")
-        if not lo.isdigit() or (sep and not hi.isdigit()):
+        if not _decimal(lo) or (sep and not _decimal(hi)):
             return None
         a, b = int(lo), int(hi) if sep else int(lo)
         if not 1 <= a <= b <= 65535:
@@ -48,7 +53,7 @@ def expected_ranges(env: Mapping[str, str]) -> tuple[PortRange, ...]:
     """The HCCL host port ranges the child environment pins (derived or written)."""
     out: list[PortRange] = []
     base = env.get("HCCL_IF_BASE_PORT", "").strip()
-    if base.isdigit() and 1024 <= int(base) <= 65520:
+    if _decimal(base) and 1024 <= int(base) <= 65520:
         out.append(PortRange("HCCL_IF_BASE_PORT", int(base),
                              min(65535, int(base) + BASE_PORT_SPAN - 1)))
     spec = parse_port_spec(env.get("HCCL_HOST_SOCKET_PORT_RANGE", "auto")) or ()

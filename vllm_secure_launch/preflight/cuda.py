@@ -253,7 +253,7 @@ def _resolve_token(token: str, gpus: Sequence[Gpu], nvml: _Nvml | None
                    ) -> tuple[Target | None, str]:
     if token == "":
         return None, "is empty"
-    if token.isdigit():
+    if token.isascii() and token.isdigit():
         idx = int(token)
         if idx < len(gpus):
             return Target(token, gpus[idx]), ""
@@ -295,7 +295,7 @@ def apply_device_ids(ids: Sequence[str], visible: Sequence[Target], gpus: Sequen
     r = rule("VSL514")
     if len(set(ids)) != len(ids):
         return [], [r.finding("--device-ids", f"--device-ids {','.join(ids)} has duplicates")]
-    ints = [i for i in ids if i.isdigit()]
+    ints = [i for i in ids if i.isascii() and i.isdigit()]
     if ints and len(ints) != len(ids):
         return [], [r.finding("--device-ids", "--device-ids mixes indices and UUIDs")]
     out: list[Target] = []

@@ -79,7 +79,9 @@ def connects(host: str, port: int, timeout: float = CONNECT_TIMEOUT) -> bool:
     try:
         socket.create_connection((host, port), timeout=timeout).close()
         return True
-    except OSError:
+    except (OSError, UnicodeError, OverflowError, ValueError):
+        # A name the GCS reports may be no valid host (a label over 63 characters), or a
+        # port over 65535: not reachable, and the check goes on (it never raises).
         return False
 
 
@@ -133,11 +135,12 @@ def local_raylet(node_ips: Iterable[str], gcs: str,
 
 
 def _worker_ports(opts: Mapping[str, str]) -> tuple[tuple[int, int], ...]:
-    listed = [int(p) for p in opts.get("worker_port_list", "").split(",") if p.strip().isdigit()]
+    parts = [p.strip() for p in opts.get("worker_port_list", "").split(",")]
+    listed = [int(p) for p in parts if p.isascii() and p.isdigit()]
     if listed:
         return tuple((p, p) for p in sorted(listed))
     lo, hi = opts.get("min_worker_port", ""), opts.get("max_worker_port", "")
-    if lo.isdigit() and hi.isdigit() and int(lo) > 0:
+    if lo.isascii() and hi.isascii() and lo.isdigit() and hi.isdigit() and int(lo) > 0:
         return ((int(lo), int(hi)),)
     return ()
 

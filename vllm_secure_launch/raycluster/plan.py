@@ -138,7 +138,8 @@ def _ray_argv(ctx: R.RayContext, facts: RayHost, head_ip: str | None,
     else:
         # Under Slurm every node gets the same argv: a --port given for the head is the GCS
         # port the workers join (Ray refuses --port itself on a worker, so it is dropped).
-        gcs = a.get("--port") if (a.get("--port") or "").isdigit() else str(S.PORTS[0].default)
+        given = a.get("--port") or ""
+        gcs = given if given.isascii() and given.isdigit() else str(S.PORTS[0].default)
         address = a.get("--address") if head_ip is None else f"{head_ip}:{gcs}"
         pins.append(("--address", address))
     pins.append(("--node-ip-address", ctx.internal.ip))

@@ -134,7 +134,7 @@ def split_hostport(text: str) -> tuple[str, int | None]:
         port = tail.lstrip(":")
     else:
         host, _, port = rest.rpartition(":") if rest.count(":") == 1 else (rest, "", "")
-    return host, int(port) if port.isdigit() else None
+    return host, int(port) if port.isascii() and port.isdigit() else None
 
 
 def judge(obs: Observation, network: str | None) -> Verdict:

@@ -209,13 +209,13 @@ def check_addresses(ctx: RayContext) -> list[Finding]:
             out.append(HEAD_ADDRESS.finding("--address", (
                 f"--address {address}: the head must be a literal IP inside "
                 f"{internal.network}")))
-        elif port and not port.isdigit():
+        elif port and not (port.isascii() and port.isdigit()):
             out.append(BAD_PORT.finding("--address", f"--address {address}: port {port!r}"))
     return out
 
 
 def _port_value(text: str | None) -> int | None:
-    if text is None or not text.strip().isdigit():
+    if text is None or not (text.strip().isascii() and text.strip().isdigit()):
         return None
     n = int(text)
     return n if 0 < n < 65536 else None

@@ -37,9 +37,9 @@ def watchdog_interval(environ: Mapping[str, str], pid: int) -> float | None:
     """
     usec = environ.get("WATCHDOG_USEC", "")
     wpid = environ.get("WATCHDOG_PID", "")
-    if not usec.isdigit() or int(usec) == 0:
+    if not (usec.isascii() and usec.isdigit()) or int(usec) == 0:
         return None
-    if wpid and (not wpid.isdigit() or int(wpid) != pid):
+    if wpid and (not (wpid.isascii() and wpid.isdigit()) or int(wpid) != pid):
         return None
     return int(usec) / 2e6
 

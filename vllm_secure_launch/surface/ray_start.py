@@ -23,8 +23,8 @@ FLAGS = frozenset({
 })
 # Options that take one value (everything else `ray start` knows).
 VALUED = frozenset({
-    "--address", "--node-ip-address", "--port", "--node-name", "--redis-username",
-    "--redis-password", "--redis-shard-ports", "--object-manager-port", "--node-manager-port",
+    "--address", "--node-ip-address", "--port", "--node-name", "--redis-shard-ports",
+    "--object-manager-port", "--node-manager-port",
     "--min-worker-port", "--max-worker-port", "--worker-port-list", "--ray-client-server-port",
     "--memory", "--object-store-memory", "--num-cpus", "--num-gpus", "--resources",
     "--include-dashboard", "--dashboard-host", "--dashboard-port",
@@ -35,6 +35,11 @@ VALUED = frozenset({
     "--system-reserved-memory", "--cgroup-path", "--proxy-server-url", "--log-style",
     "--log-color",
 })
+
+# Options whose value is a secret: on a command line every local user reads it (ps, /proc), and
+# the launcher would print it in the plan. Refused before the value is read; Ray's token
+# authentication (RAY_AUTH_TOKEN_PATH, a file) is what guards the cluster.
+SECRET = frozenset({"--redis-password", "--redis-username"})
 
 # Where a port's listener binds in Ray 2.60 (measured, docs/ray.md): WILDCARD = the C++ gRPC
 # servers and the Python servers that ignore --node-ip-address; NODE_IP = the node address
@@ -135,6 +140,10 @@ def parse(argv: list[str] | tuple[str, ...]) -> RayArgs:
         if not arg.startswith("--"):
             raise RayArgvError(f"unexpected argument {arg!r}: `ray start` takes only options")
         name, eq, value = arg.partition("=")
+        if name in SECRET:
+            raise RayArgvError(
+                f"{name} puts a secret on the command line, where every local user can read it; "
+                "remove it: the cluster is guarded by Ray's token (--ray-token-file)")
         if name in FLAGS:
             if eq:
                 raise RayArgvError(f"{name} takes no value")

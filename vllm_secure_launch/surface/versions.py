@@ -25,7 +25,7 @@ class Choice:
 def _minor(version: str) -> tuple[int, int] | None:
     parts = version.split("+", 1)[0].split(".")
     try:
-        return int(parts[0]), int("".join(ch for ch in parts[1] if ch.isdigit()) or 0)
+        return int(parts[0]), int("".join(ch for ch in parts[1] if "0" <= ch <= "9") or 0)
     except (IndexError, ValueError):
         return None
 
