@@ -362,3 +362,15 @@ def test_non_ascii_digits_are_values_not_crashes():
     assert expected_ranges({"HCCL_IF_BASE_PORT": "²"}) == ()
     assert D.job_ports("²") is not None and D.hccl_ports("²")
     assert split_hostport("10.0.0.1:²")[1] is None
+
+
+def test_rendered_script_paths_are_absolute_and_home_expanded(monkeypatch):
+    """`render sbatch` writes the paths each node reads: absolute (a node starts in the job's
+    directory), with `~` expanded as the local preflight reads it."""
+    from vllm_secure_launch.cli.render_sbatch import launcher_flags
+
+    monkeypatch.setenv("HOME", "/home/svc")
+    flags_ = launcher_flags({"npu_peers": "~/rt.json", "policy": "p.toml",
+                             "api_key_file": "/k"})
+    assert "/home/svc/rt.json" in flags_ and "/k" in flags_
+    assert any(f.endswith("/p.toml") and f.startswith("/") for f in flags_)

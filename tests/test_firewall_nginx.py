@@ -87,6 +87,9 @@ def test_refused_plan_and_bad_options_render_nothing(tmp_path):
     r = render("--tls-cert", "/x.pem", str(tmp_path))
     assert r.returncode == 2 and "both --tls-cert and --tls-key" in r.stderr
     assert "Traceback" not in r.stderr
+    for option in ("--listen", "--server-name", "--max-body"):  # `listen ;` is no front
+        r = render(option, "", str(tmp_path))
+        assert r.returncode == 2 and f"{option} is empty" in r.stderr and r.stdout == ""
 
 
 @pytest.mark.parametrize("api,server", [

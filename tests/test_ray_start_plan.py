@@ -197,6 +197,10 @@ def test_slurm_worker_joins_the_heads_gcs_port(tmp_path):
     o = _opts(plan)
     assert plan.decision == "start" and o["--address"] == "10.0.0.1:7000"
     assert "--port" not in o and "--head" not in o
+    # a port written in --address is kept (docs/ray.md), the host is the derived head's
+    plan = plan_for(["--address", "10.0.0.1:7100"], env=SLURM_W,
+                    host={"head_addrs": {"n1": ["10.0.0.1"]}}, tmp=tmp_path)
+    assert plan.decision == "start" and _opts(plan)["--address"] == "10.0.0.1:7100"
 
 
 def test_slurm_head_is_the_first_node(tmp_path):

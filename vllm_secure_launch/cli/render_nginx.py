@@ -37,6 +37,13 @@ def nginx(opts: Any, listen: str, server_name: str, tls_cert: str, tls_key: str,
             raise UsageError(f"{name} {value!r} would break the nginx configuration",
                              "it is written into the file as one nginx token",
                              f"give {name} without spaces, quotes, ;, {{, }}, $, # or \\")
+        if not value and name in ("--listen", "--server-name", "--max-body"):
+            raise UsageError(f"{name} is empty", "nginx needs a value there",
+                             f"give {name} a value or leave it out for its default")
+    if bool(tls_cert) != bool(tls_key):
+        raise UsageError("--tls-cert without --tls-key, or the other way round",
+                         "a TLS front needs both its certificate and its key",
+                         "give both --tls-cert and --tls-key, or neither")
     prepared = prepare(opts, vllm_args)
     table = parse_policy(prepared.policy.gate_policy).table
     front = N.Front(listen, server_name, tls_cert, tls_key, max_body)

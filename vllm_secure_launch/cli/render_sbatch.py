@@ -26,7 +26,8 @@ def launcher_flags(cli: Mapping[str, Any]) -> list[str]:
     """The launcher options given on this command line, spelled back for the script."""
     from vllm_secure_launch.cli.options import spelled_again
 
-    given = {k: (os.path.abspath(v) if _is_path(k, v) else v) for k, v in cli.items()}
+    given = {k: (os.path.abspath(os.path.expanduser(v)) if _is_path(k, v) else v)
+             for k, v in cli.items()}
     return spelled_again(given, _NOT_COPIED)
 
 

@@ -149,8 +149,9 @@ SETTINGS: tuple[Setting, ...] = (
             "Outside Slurm: this node's index in the node list.", metavar="N"),
     Setting("npu_peers", "cluster", STR, "",
             "Multi-node Ascend: the peers' NPU addresses that preflight pings with hccn_tool: "
-            "an HCCL rank table file, a file with one IP per line, or IPs separated by commas "
-            "(the same on every node; each node leaves out its own).",
+            "an HCCL rank table file, a file with one IP per line (a file is named by a path "
+            "with a '/', e.g. ./rank_table.json), or IPs separated by commas (the same on "
+            "every node; each node leaves out its own).",
             metavar="FILE|IPS"),
     # [ray] — the Ray backend (`ray start` through the launcher, serve on Ray; docs/ray.md)
     Setting("ray_token_file", "ray", STR, "",

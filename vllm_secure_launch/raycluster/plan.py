@@ -136,10 +136,14 @@ def _ray_argv(ctx: R.RayContext, facts: RayHost, head_ip: str | None,
     if ctx.head:
         pins.append(("--head", None))
     else:
-        # Under Slurm every node gets the same argv: a --port given for the head is the GCS
-        # port the workers join (Ray refuses --port itself on a worker, so it is dropped).
+        # Under Slurm every node gets the same argv: the GCS port the workers join is the one
+        # of a written --address, else a --port given for the head (Ray refuses --port itself
+        # on a worker, so it is dropped), else the pinned default.
+        from vllm_secure_launch.rules.ray_live_rules import split_hostport
+
         given = a.get("--port") or ""
-        gcs = given if given.isascii() and given.isdigit() else str(S.PORTS[0].default)
+        gcs = (split_hostport(a.get("--address") or "")[1]
+               or (given if given.isascii() and given.isdigit() else S.PORTS[0].default))
         address = a.get("--address") if head_ip is None else f"{head_ip}:{gcs}"
         pins.append(("--address", address))
     pins.append(("--node-ip-address", ctx.internal.ip))

@@ -322,6 +322,11 @@ def _token_findings(ctx: RayContext) -> list[Finding]:
     if t is None:
         return [TOKEN_FILE.finding("token file", "no token file: give --ray-token-file or "
                                    "RAY_AUTH_TOKEN_PATH")]
+    if not t.path.startswith("/"):
+        # Each Ray process resolves RAY_AUTH_TOKEN_PATH against its own working directory
+        # (and `serve` refuses it too, VSL723).
+        return [TOKEN_FILE.finding(t.path, f"{t.path} is a relative path: give the token "
+                                   "file's absolute path")]
     if not t.exists:
         if ctx.head and t.error is None:
             return [TOKEN_NEW.finding(t.path, f"{t.path} does not exist; the head writes a new "
