@@ -313,8 +313,28 @@ def check_auth(ctx: RayContext) -> list[Finding]:
     if ctx.environ.get("RAY_AUTH_TOKEN"):
         out.append(TOKEN_IN_ENV.finding("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN is set (value not "
                                         "shown)"))
+    out += _system_config_auth(ctx.args.get("--system-config"))
     out += _token_findings(ctx)
     return out
+
+
+def _system_config_auth(text: str | None) -> list[Finding]:
+    """Ray's internal config (--system-config JSON) holds its C++ settings; one whose name
+    speaks of auth could override the token mode the launcher sets. Not confirmed for Ray
+    2.60's keys, so refused whole (fail closed), as is JSON that cannot be read."""
+    if text is None:
+        return []
+    import json
+
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        doc = None
+    if not isinstance(doc, dict):
+        return [ARGV.finding("--system-config", "--system-config is not a JSON object")]
+    keys = sorted(k for k in doc if "auth" in str(k).lower())
+    return [AUTH_MODE.finding("--system-config", f"--system-config sets {k}, which may turn "
+                              "token authentication off") for k in keys]
 
 
 def _token_findings(ctx: RayContext) -> list[Finding]:
