@@ -24,7 +24,9 @@ from vllm_secure_launch.rules.ray_live_rules import Observation, Probe, split_ho
 
 TIMEOUT = 45.0  # per probe: `import ray` alone takes seconds on a busy host
 CONNECT_TIMEOUT = 2.0
-DASHBOARD_PORT = 8265  # Ray's default (ray_constants.DEFAULT_DASHBOARD_PORT)
+# Ray's default (ray_constants.DEFAULT_DASHBOARD_PORT); the one `ray start` also pins. A
+# literal here, not an import of surface.ray_start: the serve path does not load Ray's surface.
+DASHBOARD_PORT = 8265
 MARK = "VSL-RAY-PROBE:"
 
 # Runs in vLLM's interpreter. GcsClient connects, fetches the cluster ID (the first RPC, which

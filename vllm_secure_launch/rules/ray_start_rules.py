@@ -14,11 +14,9 @@ from vllm_secure_launch.addresses import LOOPBACK, InternalNet, ResolveError, cl
 from vllm_secure_launch.config.policy import Policy
 from vllm_secure_launch.findings import Finding, Severity
 from vllm_secure_launch.records import record
-from vllm_secure_launch.rules.ray_serve_rules import has_token_auth
+from vllm_secure_launch.rules.ray_serve_rules import MIN_TOKEN_CHARS, has_token_auth
 from vllm_secure_launch.rules.registry import Rule
 from vllm_secure_launch.surface import ray_start as S
-
-TOKEN_MIN = 32  # characters; Ray's own generator writes 64 hex digits (token_hex(32))
 
 HARDENED = Rule(
     "VSL700", "Ray node hardened: internal address, pinned ports, token auth", Severity.INFO,
@@ -362,8 +360,8 @@ def _token_findings(ctx: RayContext) -> list[Finding]:
         problems.append("it is not owned by the service user")
     if t.mode is not None and t.mode & 0o077:
         problems.append(f"it is readable by group or others (mode {t.mode:04o})")
-    if t.regular and not t.error and t.length < TOKEN_MIN:
-        problems.append(f"its token has {t.length} characters, fewer than {TOKEN_MIN}")
+    if t.regular and not t.error and t.length < MIN_TOKEN_CHARS:
+        problems.append(f"its token has {t.length} characters, fewer than {MIN_TOKEN_CHARS}")
     if t.lines > 1:
         problems.append("it holds more than one line (Ray reads only the first)")
     return [TOKEN_FILE.finding(t.path, f"{t.path}: {p}") for p in problems]
